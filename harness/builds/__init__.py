@@ -1,0 +1,37 @@
+"""Builds of the UNet, one module each behind harness.builds.base.Build.
+
+Modules are imported on first use so that a missing dependency (TVM on a device with only
+PyTorch, say) fails only the builds that need it.
+"""
+from __future__ import annotations
+
+import importlib
+
+from harness.builds.base import Build
+from harness.errors import UserError
+
+# Name -> "module:Class", in the order results and reports list them.
+REGISTRY: dict[str, str] = {
+    "caffe2-nnpack": "harness.builds.caffe2_nnpack:Caffe2NNPACKBuild",
+    "torch": "harness.builds.torch_ref:TorchBuild",
+}
+BASELINE = "caffe2-nnpack"
+
+
+def build_names() -> list[str]:
+    return list(REGISTRY)
+
+
+def check_build_names(names: list[str]) -> list[str]:
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise UserError(f"unknown build {unknown[0]!r}; known builds: {', '.join(REGISTRY)}")
+    if len(set(names)) != len(names):
+        raise UserError(f"a build is named twice in {','.join(names)}")
+    return names
+
+
+def get_build(name: str) -> Build:
+    """The build's instance. ImportError propagates: the runner records it as the failure."""
+    module, cls = REGISTRY[check_build_names([name])[0]].split(":")
+    return getattr(importlib.import_module(module), cls)()

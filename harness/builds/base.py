@@ -1,0 +1,56 @@
+"""The one small interface every build implements.
+
+A build turns the layer table and its weights into an Executable for one device. Everything
+else (warm-ups, repeats, the error check, the result record) is the runner's, so every build
+is measured by the same code.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from harness.devices.config import Device
+from harness.model.layers import LayerTable
+from harness.model.unet import ConvWeights
+from harness.runner.measure import Executable
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    table: LayerTable
+    weights: dict[str, ConvWeights]
+    device: Device
+    # Build-specific knobs, e.g. {"force": {"enc1.conv2": "nnpack:wt8x8/precompute"}} for the
+    # hybrid, or {"tuning_dir": ...} for the TVM builds.
+    options: dict[str, Any] = field(default_factory=dict)
+    threads: int = 1
+
+
+class Build(ABC):
+    name: ClassVar[str]
+    description: ClassVar[str]
+    precision: ClassVar[str] = "fp32"  # the dtype the arithmetic is done in
+    # Largest accepted max|y - ref| / max|ref| against the fp32 PyTorch reference. Winograd
+    # and FFT reorder fp32 sums, so even fp32 builds differ from the direct conv in the 1e-6s.
+    tolerance: ClassVar[float] = 1e-4
+
+    def unavailable(self, device: Device) -> str | None:
+        """None if this build can run on `device`, else why not (a dependency, an ISA)."""
+        return None
+
+    def peak_dtype(self, device: Device) -> str:
+        """Which of the device's peaks this build's GFLOP/s are a share of."""
+        return "fp16" if self.precision == "fp16" and device.fp16_arithmetic else "fp32"
+
+    @abstractmethod
+    def compile(self, ctx: BuildContext) -> Executable: ...
+
+
+def relative_error(out: np.ndarray, ref: np.ndarray) -> float:
+    """max |out - ref| / max |ref|: scale-free, and not blown up by near-zero references."""
+    if out.shape != ref.shape:
+        raise ValueError(f"output shape {out.shape} differs from the reference's {ref.shape}")
+    return float(np.max(np.abs(out.astype(np.float64) - ref)) / max(np.max(np.abs(ref)), 1e-30))

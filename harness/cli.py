@@ -1,0 +1,120 @@
+"""The `harness` command line. Each subcommand is a small function taking parsed args.
+
+Bad input of any kind (arguments, devices.yaml, result files, hosts) surfaces as one line on
+stderr and exit code 2; tracebacks are for bugs only.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, NoReturn, Sequence
+
+from rich.console import Console
+
+from harness.errors import UserError
+
+Command = Callable[[argparse.Namespace, Console], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (plus exit 2), like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _build_list(text: str) -> list[str]:
+    return [b.strip() for b in text.split(",") if b.strip()]
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from harness.builds import build_names, check_build_names  # noqa: PLC0415 - keep --help fast
+    from harness.devices import load_devices  # noqa: PLC0415
+    from harness.model import get_model  # noqa: PLC0415
+    from harness.report.table import print_run  # noqa: PLC0415
+    from harness.results.store import default_result_path, save_result  # noqa: PLC0415
+    from harness.runner.measure import Settings  # noqa: PLC0415
+    from harness.session import run_on_device  # noqa: PLC0415
+
+    device = load_devices(args.devices_file).get(args.device)
+    table = get_model(args.model)
+    builds = check_build_names(args.builds or build_names())
+    if args.repeats < 1:
+        raise UserError("--repeats must be at least 1")
+    settings = Settings(warmup=args.warmup, repeats=args.repeats)
+    doc = run_on_device(device, table, builds, settings, console)
+    path = save_result(doc, args.output or default_result_path(doc))
+    print_run(doc, console)
+    console.print(f"result written to {path}", highlight=False)
+    failed = [b["name"] for b in doc["builds"] if b["status"] != "ok"]
+    return 1 if failed and len(failed) == len(doc["builds"]) else 0
+
+
+def cmd_devices_list(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table  # noqa: PLC0415
+
+    from harness.devices import load_devices  # noqa: PLC0415
+
+    registry = load_devices(args.devices_file)
+    table = Table(title=f"devices in {registry.path}", title_justify="left")
+    for col in ("name", "transport", "where", "arch", "cpu", "cores", "GHz", "peak fp32", "peak fp16"):
+        table.add_column(col, justify="right" if col in ("cores", "GHz") or col.startswith("peak") else "left")
+    for d in registry.devices.values():
+        where = {"local": "this host", "ssh": f"{d.user + '@' if d.user else ''}{d.host}:{d.port}",
+                 "rpc": f"tracker {d.tracker.host}:{d.tracker.port} key {d.tracker.key}" if d.tracker else ""}[d.transport]
+        peak = d.peak_gflops
+        table.add_row(d.name + (" (default)" if d.name == registry.default else ""), d.transport, where,
+                      d.arch, d.cpu or d.cpu_model, str(d.cores), f"{d.freq_ghz:.2f}",
+                      f"{peak['fp32']:.1f}", f"{peak['fp16']:.1f}")
+    console.print(table)
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--devices-file", type=Path, default=None, metavar="PATH",
+                        help="devices file (default: devices.yaml at the repository root)")
+    parser = _Parser(prog="harness", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", parents=[common], help="measure builds per layer on a device")
+    run.add_argument("--device", default=None, help="device name from devices.yaml (default: local)")
+    run.add_argument("--model", default="unet", help="model preset: unet (default) or unet-tiny")
+    run.add_argument("--builds", type=_build_list, default=None, metavar="A,B",
+                     help="comma-separated builds (default: every build)")
+    run.add_argument("--output", type=Path, default=None, metavar="PATH",
+                     help="result file (default: results/runs/<device>/<time>_<commit>_<model>.json)")
+    run.add_argument("--warmup", type=_positive_int, default=2, help="warm-up passes per build (default 2)")
+    run.add_argument("--repeats", type=_positive_int, default=10, help="timed passes per build (default 10)")
+    run.set_defaults(func=cmd_run)
+
+    devices = sub.add_parser("devices", help="inspect devices")
+    dsub = devices.add_subparsers(dest="devices_command", required=True, parser_class=_Parser)
+    dlist = dsub.add_parser("list", parents=[common], help="list devices with their peaks")
+    dlist.set_defaults(func=cmd_devices_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    console = Console(width=None if sys.stdout.isatty() else 220)
+    err = Console(stderr=True)
+    try:
+        args = make_parser().parse_args(argv)
+        return args.func(args, console)
+    except UserError as exc:
+        err.print(f"harness: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("harness: interrupted; nothing was written for the unfinished run", markup=False)
+        return 130

@@ -1,0 +1,103 @@
+"""Arithmetic peaks: cores x GHz x FLOP/cycle/core, and detection of the host's own values.
+
+FLOP/cycle/core counts a fused multiply-add as two FLOPs, over all SIMD FMA pipes:
+- Cortex-A53 and A72: one 128-bit NEON FMA per cycle = 8 fp32; no fp16 arithmetic.
+- Cortex-A76 (Pi 5): two 128-bit FMA pipes = 16 fp32, and 32 fp16 (ARMv8.2 FP16 arithmetic).
+- x86 with AVX2+FMA (two 256-bit FMA ports on Zen and Intel big cores) = 32 fp32.
+- x86 with AVX-512 (two 512-bit FMA ports assumed) = 64 fp32; AVX512-FP16 doubles it for fp16.
+Where a core has no fp16 arithmetic, fp16 data is computed in fp32, so its fp16 peak is its
+fp32 peak and builds report that they only *store* fp16.
+"""
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+
+# cpu (LLVM -mcpu name) -> (fp32, fp16) FLOP/cycle/core
+KNOWN_CORES: dict[str, tuple[int, int]] = {
+    "cortex-a53": (8, 8),
+    "cortex-a72": (8, 8),
+    "cortex-a76": (16, 32),
+}
+# ARM "CPU part" in /proc/cpuinfo -> LLVM cpu name
+ARM_PARTS = {"0xd03": "cortex-a53", "0xd08": "cortex-a72", "0xd0b": "cortex-a76"}
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    arch: str
+    cpu_model: str
+    cpu: str | None  # LLVM cpu name where it can be told without TVM (ARM parts)
+    cores: int
+    freq_ghz: float | None
+    isa: tuple[str, ...]  # the SIMD features that decide the peak
+    flops_per_cycle: tuple[int, int]  # (fp32, fp16)
+
+    @property
+    def fp16_arithmetic(self) -> bool:
+        return self.flops_per_cycle[1] > self.flops_per_cycle[0]
+
+
+def peak_gflops(cores: int, freq_ghz: float, flops_per_cycle: int) -> float:
+    return cores * freq_ghz * flops_per_cycle
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    if fields:
+                        break
+                    continue
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return fields
+
+
+def x86_flops_per_cycle(flags: set[str]) -> tuple[int, int]:
+    if "avx512f" in flags:
+        return 64, 128 if "avx512_fp16" in flags else 64
+    if "avx2" in flags and "fma" in flags:
+        return 32, 32
+    if "avx" in flags:
+        return 16, 16
+    return 8, 8
+
+
+def arm_flops_per_cycle(cpu: str | None, features: set[str]) -> tuple[int, int]:
+    if cpu in KNOWN_CORES:
+        return KNOWN_CORES[cpu]
+    fp32 = 8  # one 128-bit NEON FMA pipe: the conservative default for unknown cores
+    return fp32, 2 * fp32 if "asimdhp" in features else fp32
+
+
+def _max_freq_ghz(cpuinfo: dict[str, str]) -> float | None:
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq") as f:
+            return int(f.read()) / 1e6
+    except (OSError, ValueError):
+        pass
+    mhz = cpuinfo.get("cpu MHz")
+    return float(mhz) / 1000 if mhz else None
+
+
+def detect_host() -> HostInfo:
+    info = _cpuinfo()
+    arch = platform.machine()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if arch in ("x86_64", "i686"):
+        flags = set(info.get("flags", "").split())
+        simd = tuple(f for f in ("avx512_fp16", "avx512f", "avx2", "fma", "avx", "f16c") if f in flags)
+        return HostInfo(arch, info.get("model name", "unknown"), None, cores, _max_freq_ghz(info),
+                        simd, x86_flops_per_cycle(flags))
+    features = set(info.get("Features", "").split())
+    cpu = ARM_PARTS.get(info.get("CPU part", ""))
+    simd = tuple(f for f in ("neon", "asimd", "asimdhp", "fphp", "vfpv4") if f in features)
+    model = info.get("model name") or cpu or "unknown"
+    return HostInfo(arch, model, cpu, cores, _max_freq_ghz(info), simd, arm_flops_per_cycle(cpu, features))

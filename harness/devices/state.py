@@ -1,0 +1,124 @@
+"""Device state at a moment: frequency, governor, temperature, throttling, load.
+
+One small `collect_*` function per source, each returning None where the source does not
+exist (no cpufreq in a VM, no thermal zone, no vcgencmd off a Pi). Standard library only:
+this module also runs on the device, inside the on-device runner.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from typing import Any
+
+CPUFREQ = "/sys/devices/system/cpu/cpu{}/cpufreq/{}"
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    governor: str | None  # "performance", "ondemand", ...; "mixed: a,b" if cores differ
+    freq_mhz: list[float] | None  # current frequency of each core
+    freq_source: str | None  # where freq_mhz was read from
+    freq_fixed: bool | None  # min == max scaling frequency on every core
+    temp_c: float | None
+    throttled: str | None  # vcgencmd get_throttled bits, e.g. "0x0"; None off a Pi
+    load_1m: float
+    load_5m: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
+def collect_governor() -> str | None:
+    govs = {g for cpu in _cpus() if (g := _read(CPUFREQ.format(cpu, "scaling_governor")))}
+    if not govs:
+        return None
+    return govs.pop() if len(govs) == 1 else "mixed: " + ",".join(sorted(govs))
+
+
+def collect_frequency() -> tuple[list[float] | None, str | None]:
+    khz = [_read(CPUFREQ.format(cpu, "scaling_cur_freq")) for cpu in _cpus()]
+    if all(khz):
+        return [int(k) / 1000.0 for k in khz], "cpufreq"  # type: ignore[arg-type]
+    mhz = [float(line.split(":")[1]) for line in (_read("/proc/cpuinfo") or "").splitlines()
+           if line.startswith("cpu MHz")]
+    if mhz:
+        return mhz, "/proc/cpuinfo"
+    return None, None
+
+
+def collect_freq_fixed() -> bool | None:
+    bounds = [(_read(CPUFREQ.format(c, "scaling_min_freq")), _read(CPUFREQ.format(c, "scaling_max_freq")))
+              for c in _cpus()]
+    if not all(lo and hi for lo, hi in bounds):
+        return None
+    return all(lo == hi for lo, hi in bounds)
+
+
+def _vcgencmd(*args: str) -> str | None:
+    if not shutil.which("vcgencmd"):
+        return None
+    try:
+        out = subprocess.run(["vcgencmd", *args], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def collect_temperature() -> float | None:
+    vc = _vcgencmd("measure_temp")  # "temp=47.2'C"
+    if vc and "=" in vc:
+        return float(vc.split("=")[1].split("'")[0])
+    temps = [int(t) / 1000.0 for path in glob.glob("/sys/class/thermal/thermal_zone*/temp")
+             if (t := _read(path)) and t.lstrip("-").isdigit()]
+    return max(temps) if temps else None
+
+
+def collect_throttled() -> str | None:
+    vc = _vcgencmd("get_throttled")  # "throttled=0x50000"
+    return vc.split("=")[1] if vc and "=" in vc else None
+
+
+def collect_state() -> DeviceState:
+    freq, source = collect_frequency()
+    load1, load5, _ = os.getloadavg()
+    return DeviceState(governor=collect_governor(), freq_mhz=freq, freq_source=source,
+                       freq_fixed=collect_freq_fixed(), temp_c=collect_temperature(),
+                       throttled=collect_throttled(), load_1m=load1, load_5m=load5)
+
+
+def state_warnings(before: dict[str, Any], after: dict[str, Any] | None, cores: int) -> list[str]:
+    """What in the recorded state makes a measurement less trustworthy."""
+    warnings = []
+    if before.get("freq_fixed") is False:
+        warnings.append(f"CPU frequency is not fixed (governor {before.get('governor')}); "
+                        "pin it for stable numbers (the UNet study pinned its Pis at 0.6 GHz)")
+    if before.get("load_1m", 0) > 0.5 * cores:
+        warnings.append(f"the device was busy before the run (load {before['load_1m']:.2f} on {cores} cores)")
+    if before.get("throttled") not in (None, "0x0"):
+        warnings.append(f"the device reports throttling ({before['throttled']})")
+    if after:
+        if after.get("throttled") not in (None, "0x0", before.get("throttled")):
+            warnings.append(f"the device throttled during the run ({after['throttled']})")
+        f0, f1 = before.get("freq_mhz"), after.get("freq_mhz")
+        if f0 and f1 and max(abs(a - b) / a for a, b in zip(f0, f1)) > 0.02:
+            warnings.append(f"CPU frequency changed during the run ({_mean(f0):.0f} -> {_mean(f1):.0f} MHz)")
+    return warnings
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)

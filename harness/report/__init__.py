@@ -1,0 +1,1 @@
+"""Reports: the terminal table, and (later) HTML pages."""

@@ -1,0 +1,73 @@
+"""The per-layer table printed at the end of `harness run`."""
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from harness.devices.state import state_warnings
+from harness.runner.stats import noise_warning
+
+
+def _ok_builds(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [b for b in doc["builds"] if b["layers"]]
+
+
+def layer_table(doc: dict[str, Any]) -> Table:
+    builds = _ok_builds(doc)
+    dev = doc["device"]
+    peak = dev["peak_gflops"]
+    table = Table(title=f"{doc['model']['name']} on {dev['name']} ({dev['cores']} cores, "
+                        f"peak {peak['fp32']:.1f} GFLOP/s fp32, {peak['fp16']:.1f} fp16) - "
+                        "GFLOP/s are effective (direct-convolution FLOPs)",
+                  title_justify="left")
+    table.add_column("layer", no_wrap=True)
+    table.add_column("op", no_wrap=True)
+    table.add_column("MFLOP", justify="right")
+    for b in builds:
+        table.add_column(f"{b['name']}\nGFLOP/s", justify="right")
+        table.add_column("%peak", justify="right")
+        table.add_column("impl", no_wrap=True)
+    rows = zip(*[b["layers"] for b in builds]) if builds else []
+    for layers in rows:
+        first = layers[0]
+        cells = [first["id"], first["op"], f"{first['flops'] / 1e6:.1f}"]
+        for layer in layers:
+            cells += [f"{layer['gflops']:.1f}", f"{layer['pct_peak']:.0f}%",
+                      layer["impl"]]
+        table.add_row(*cells)
+    total = ["network (e2e)", "", f"{doc['model']['total_flops'] / 1e6:.0f}"]
+    for b in builds:
+        ms = b["e2e"]["median_ms"]
+        gf = doc["model"]["total_flops"] / (ms * 1e6)
+        total += [f"{gf:.1f}", "", f"{ms:.2f} ms" if b["status"] == "ok" else b["status"]]
+    if builds:
+        table.add_section()
+        table.add_row(*total)
+    return table
+
+
+def run_warnings(doc: dict[str, Any]) -> list[str]:
+    warnings = state_warnings(doc["system"]["before"], doc["system"]["after"], doc["device"]["cores"])
+    for b in _ok_builds(doc):
+        if w := noise_warning(f"{b['name']} end-to-end", b["e2e"]["samples_ms"]):
+            warnings.append(w)
+        noisy = [layer["id"] for layer in b["layers"] if noise_warning("", layer["samples_ms"])]
+        if noisy:
+            warnings.append(f"{b['name']}: {len(noisy)} noisy layer(s): {', '.join(noisy[:6])}"
+                            + (" ..." if len(noisy) > 6 else ""))
+    return warnings
+
+
+def print_run(doc: dict[str, Any], console: Console) -> None:
+    console.print(layer_table(doc))
+    for b in doc["builds"]:
+        if b["status"] != "ok":
+            console.print(f"[red]build {escape(b['name'])} failed:[/red] {escape(b['message'])}", highlight=False)
+        elif "max_rel_error" in b:
+            console.print(f"{b['name']}: max relative error vs fp32 reference {b['max_rel_error']:.2e} "
+                          f"(tolerance {b['tolerance']:.0e})", highlight=False)
+    for w in run_warnings(doc):
+        console.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False)
