@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -46,7 +47,18 @@ class Build(ABC):
         return "fp16" if self.precision == "fp16" and device.fp16_arithmetic else "fp32"
 
     @abstractmethod
-    def compile(self, ctx: BuildContext) -> Executable: ...
+    def compile(self, ctx: BuildContext) -> Executable:
+        """Build and load in this process, for the machine this code runs on."""
+
+    def export(self, ctx: BuildContext, out_dir: Path) -> list[Path]:
+        """On the host: write the artifacts a remote `load` needs into out_dir, compiled for
+        ctx.device (cross-compiled for ARM). [] for builds that compile on the device itself,
+        like the PyTorch ones."""
+        return []
+
+    def load(self, ctx: BuildContext, artifact_dir: Path) -> Executable:
+        """On the device: an Executable from `export`'s artifacts."""
+        return self.compile(ctx)
 
 
 def relative_error(out: np.ndarray, ref: np.ndarray) -> float:

@@ -11,6 +11,7 @@ import platform
 import sys
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -34,6 +35,9 @@ class RunRequest:
     builds: list[str]
     settings: Settings = field(default_factory=Settings)
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per build name
+    # Where export()ed artifacts are (one subdirectory per build), on a remote device; None
+    # builds in-process with compile().
+    artifacts: Path | None = None
 
 
 def reference_output(table: LayerTable, weights, x: np.ndarray) -> np.ndarray:
@@ -81,7 +85,7 @@ def run_build(build: Build, req: RunRequest, weights, x: np.ndarray, ref: np.nda
     if reason:
         return failed_record(build.name, f"unavailable: {reason}", build.precision)
     ctx = BuildContext(req.table, weights, req.device, req.options.get(build.name, {}), req.device.cores)
-    exe = build.compile(ctx)
+    exe = build.load(ctx, req.artifacts / build.name) if req.artifacts else build.compile(ctx)
     error = relative_error(exe.run(x), ref)
     done = 0
 
