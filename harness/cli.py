@@ -43,7 +43,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from harness.devices import load_devices  # noqa: PLC0415
     from harness.model import get_model  # noqa: PLC0415
     from harness.report.table import print_run  # noqa: PLC0415
-    from harness.results.store import default_result_path, save_result  # noqa: PLC0415
+    from harness.results.store import check_writable, default_result_path, save_result  # noqa: PLC0415
     from harness.runner.measure import Settings  # noqa: PLC0415
     from harness.session import run_on_device  # noqa: PLC0415
 
@@ -53,6 +53,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.repeats < 1:
         raise UserError("--repeats must be at least 1")
     settings = Settings(warmup=args.warmup, repeats=args.repeats)
+    if args.output:
+        check_writable(args.output)
     doc = run_on_device(device, table, builds, settings, console)
     path = save_result(doc, args.output or default_result_path(doc))
     print_run(doc, console)

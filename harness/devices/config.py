@@ -48,6 +48,7 @@ class Device:
     python: str = "python3"
     workdir: str = "/tmp/unet-harness"
     trust_on_first_use: bool = False
+    known_hosts: str | None = None  # an extra known_hosts file, like OpenSSH's UserKnownHostsFile
     connect_timeout_s: float = 10.0
     command_timeout_s: float = 1800.0
     cross_compiler: str | None = None
@@ -130,8 +131,8 @@ def _parse_device(path: Path, name: str, raw: Any) -> Device:
     host_info = detect_host() if transport == "local" else None
 
     def detected(fld: str, check: Callable[[Any], bool], expected: str, value: Any) -> Any:
-        v = e.get(fld, _auto_or(check), f"{expected} or 'auto'", "auto" if host_info else None,
-                  required=host_info is None)
+        v = e.get(fld, _auto_or(check), f"{expected} or 'auto'" if host_info else expected,
+                  "auto" if host_info else None, required=host_info is None)
         if v != "auto":
             return v
         if host_info is None:
@@ -172,6 +173,7 @@ def _parse_device(path: Path, name: str, raw: Any) -> Device:
         python=e.get("python", _is_str, "the remote python executable", "python3"),
         workdir=e.get("workdir", _is_str, "a remote directory", "/tmp/unet-harness"),
         trust_on_first_use=e.get("trust_on_first_use", lambda v: isinstance(v, bool), "true or false", False),
+        known_hosts=e.get("known_hosts", _is_str, "a path to a known_hosts file"),
         connect_timeout_s=float(e.get("connect_timeout_s", _is_pos_num, "seconds", 10.0)),
         command_timeout_s=float(e.get("command_timeout_s", _is_pos_num, "seconds", 1800.0)),
         cross_compiler=e.get("cross_compiler", _is_str, "a cross C++ compiler command"),

@@ -223,6 +223,11 @@ class Conv2d:
         return out
 
 
+# `direct` supports only 1x1 kernels (3x3 gives status 26, unsupported_algorithm), and on the
+# x86 build inside PyTorch 2.13 it returns success for 1x1 without writing the output: a
+# success status is not proof of a result, so callers that choose among algorithms must check
+# each candidate's output against a reference before trusting its time.
+#
 # The algorithms the hybrid build may choose among. auto is only NNPACK's heuristic over these,
 # and wt8x8_fp16 is excluded on purpose: on x86 it silently runs the fp32 path.
 CANDIDATE_ALGORITHMS = (Algorithm.ft8x8, Algorithm.ft16x16, Algorithm.wt8x8,

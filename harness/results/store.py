@@ -81,13 +81,13 @@ def load_result(path: Path | str) -> dict[str, Any]:
     return doc
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str | bytes) -> None:
     """Write via a temporary file in the same directory and rename it into place, so a
     reader (or a crash) sees the old file or the new one, never half of either."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -100,8 +100,23 @@ def write_atomic(path: Path, text: str) -> None:
 def save_result(doc: dict[str, Any], path: Path | str) -> Path:
     validate(doc, str(path))
     path = Path(path)
-    write_atomic(path, json.dumps(doc, indent=1) + "\n")
+    try:
+        write_atomic(path, json.dumps(doc, indent=1) + "\n")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write result file: {exc.strerror or exc}") from None
     return path
+
+
+def check_writable(path: Path | str) -> None:
+    """Fail before a long measurement, not after it, if the result cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: cannot write result file: it is a directory")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UserError(f"{path}: cannot write result file: {parent} is not a writable directory")
 
 
 def default_result_path(doc: dict[str, Any], root: Path = RESULTS_DIR) -> Path:

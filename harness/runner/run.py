@@ -18,6 +18,7 @@ import numpy as np
 
 from harness.builds import get_build
 from harness.builds.base import Build, BuildContext, relative_error
+from harness.devices.bandwidth import measure_memory_bandwidth
 from harness.devices.config import Device
 from harness.devices.state import collect_state
 from harness.model.layers import LayerTable
@@ -138,7 +139,8 @@ def run(req: RunRequest, progress: Progress | None = None) -> dict[str, Any]:
             record = failed_record(name, detail)
         progress(name, record["status"], 0, 0)
         builds.append(record)
-    return {"system": {"before": before.to_json(), "after": collect_state().to_json()},
+    return {"system": {"before": before.to_json(), "after": collect_state().to_json(),
+                       "memory_bandwidth": measure_memory_bandwidth(req.device.cores)},  # roofline ceiling
             "environment": environment(),
             "settings": {"warmup": req.settings.warmup, "repeats": req.settings.repeats,
                          "threads": req.device.cores},

@@ -1,0 +1,29 @@
+"""Shared fixtures. Tests run real parts: PyTorch, NNPACK, the CLI in a subprocess."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python -m harness ...` in a subprocess, as a user would run it."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd or REPO, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_result(tmp_path_factory) -> Path:
+    """One real `harness run` of unet-tiny with the PyTorch builds, shared by read-only tests."""
+    out = tmp_path_factory.mktemp("run") / "tiny.json"
+    proc = run_cli("run", "--model", "unet-tiny", "--builds", "caffe2-nnpack,torch",
+                   "--repeats", "5", "--warmup", "1", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return out

@@ -1,0 +1,130 @@
+import copy
+import json
+
+import jsonschema
+import pandas as pd
+import pytest
+
+from harness.errors import UserError
+from harness.results import store
+from harness.results.frame import e2e_frame, layers_frame
+from harness.model import get_model
+
+
+def test_real_result_validates_against_the_schema_file(tiny_result):
+    doc = json.loads(tiny_result.read_text())
+    jsonschema.validate(doc, store.schema())
+    assert doc["schema_version"] == store.SCHEMA_VERSION == 2
+    assert doc["complete"] is True
+    assert doc["created_utc"].endswith("Z")
+    assert set(doc["device"]["peak_gflops"]) == {"fp32", "fp16"}
+    assert {"governor", "freq_mhz", "temp_c", "load_1m"} <= set(doc["system"]["before"])
+
+
+def test_result_carries_raw_samples_and_derived_numbers_agree(tiny_result):
+    doc = store.load_result(tiny_result)
+    table = get_model("unet-tiny")
+    for build in doc["builds"]:
+        assert build["status"] == "ok"
+        assert len(build["e2e"]["samples_ms"]) == doc["settings"]["repeats"] == 5
+        assert [layer["id"] for layer in build["layers"]] == table.ids
+        for layer in build["layers"]:
+            assert len(layer["samples_ms"]) == 5
+            median = sorted(layer["samples_ms"])[2]
+            assert layer["median_ms"] == pytest.approx(median)
+            assert layer["gflops"] == pytest.approx(layer["flops"] / (median * 1e6))
+            peak = doc["device"]["peak_gflops"][build["peak_dtype"]]
+            assert layer["pct_peak"] == pytest.approx(100 * layer["gflops"] / peak)
+
+
+def test_round_trip(tiny_result, tmp_path):
+    doc = store.load_result(tiny_result)
+    path = store.save_result(doc, tmp_path / "copy.json")
+    assert store.load_result(path) == doc
+
+
+def make_v1(doc):
+    v1 = copy.deepcopy(doc)
+    v1["schema_version"] = 1
+    v1["system"] = v1["system"]["before"]
+    del v1["complete"]
+    return v1
+
+
+def test_old_version_migrates(tiny_result, tmp_path):
+    doc = store.load_result(tiny_result)
+    path = tmp_path / "v1.json"
+    path.write_text(json.dumps(make_v1(doc)))
+    migrated = store.load_result(path)
+    assert migrated["schema_version"] == 2
+    assert migrated["system"] == {"before": doc["system"]["before"], "after": None}
+    assert migrated["complete"] is True
+    assert migrated["builds"] == doc["builds"]
+
+
+def test_newer_version_is_refused(tiny_result, tmp_path):
+    doc = json.loads(tiny_result.read_text())
+    doc["schema_version"] = 99
+    path = tmp_path / "future.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(UserError, match="schema_version 99 is newer than this harness reads"):
+        store.load_result(path)
+
+
+@pytest.mark.parametrize("content,message", [
+    ('{"schema_version": 2, "builds": [', "corrupt result file, not valid JSON"),
+    ("[1, 2]", "not a JSON object"),
+    ('{"hello": 1}', "no integer 'schema_version'"),
+    ('{"schema_version": 2}', "invalid result at (top level)"),
+])
+def test_bad_files_are_one_clear_error(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(UserError) as info:
+        store.load_result(path)
+    assert message in str(info.value) and str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_invalid_document_never_replaces_a_good_file(tiny_result, tmp_path):
+    good = tmp_path / "run.json"
+    good.write_bytes(tiny_result.read_bytes())
+    doc = store.load_result(good)
+    doc["builds"][0]["layers"][0]["samples_ms"] = []  # invalid: no samples
+    with pytest.raises(UserError):
+        store.save_result(doc, good)
+    assert good.read_bytes() == tiny_result.read_bytes()
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]  # no temp file left behind
+
+
+def test_failed_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
+    path = tmp_path / "x.json"
+    path.write_text("old")
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+    monkeypatch.setattr(store.os, "fsync", boom)
+    with pytest.raises(OSError):
+        store.write_atomic(path, "new")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_pandas_loader_gives_one_tidy_row_per_build_and_layer(tiny_result):
+    df = layers_frame([tiny_result])
+    n_layers = len(get_model("unet-tiny"))
+    assert len(df) == 2 * n_layers
+    assert not df.duplicated(["build", "layer"]).any()
+    assert {"build", "layer", "op", "flops", "median_ms", "gflops", "pct_peak", "impl", "commit",
+            "device"} <= set(df.columns)
+    assert set(df.build) == {"caffe2-nnpack", "torch"}
+    assert pd.api.types.is_float_dtype(df.median_ms)
+    e2e = e2e_frame([tiny_result])
+    assert list(e2e.build) == ["caffe2-nnpack", "torch"] and (e2e.median_ms > 0).all()
+
+
+def test_default_path_is_under_results_runs_device(tiny_result, tmp_path):
+    doc = store.load_result(tiny_result)
+    path = store.default_result_path(doc, tmp_path)
+    assert path.parent == tmp_path / "runs" / doc["device"]["name"]
+    assert path.name.endswith("_unet-tiny.json")

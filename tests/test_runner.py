@@ -1,0 +1,102 @@
+import numpy as np
+import pytest
+
+from harness.builds import REGISTRY
+from harness.builds.base import Build, BuildContext
+from harness.builds.torch_ref import TorchBuild
+from harness.devices import load_devices
+from harness.model import get_model
+from harness.runner.measure import Settings, measure
+from harness.runner.run import RunRequest, run
+from harness.runner.stats import noise_warning, summarize
+from tests.conftest import REPO
+
+
+class FakeClock:
+    """Advances 1000 ns per reading, so every interval is an exact, known number."""
+
+    def __init__(self):
+        self.now = 0
+
+    def __call__(self):
+        self.now += 1000
+        return self.now
+
+
+class CountingExe:
+    def __init__(self):
+        self.runs = self.timed = 0
+
+    def run(self, x):
+        self.runs += 1
+        return x
+
+    def run_timed(self, x, clock):
+        self.timed += 1
+        t0 = clock()
+        return x, {"a": clock() - t0, "b": 5}
+
+    def impl(self, layer_id):
+        return "test"
+
+
+def test_measure_does_warmups_then_repeats_and_keeps_raw_samples():
+    exe = CountingExe()
+    steps = []
+    samples = measure(exe, np.zeros(1), Settings(warmup=2, repeats=4), clock=FakeClock(),
+                      on_step=lambda: steps.append(1))
+    assert exe.runs == exe.timed == 6
+    assert samples.e2e_ns == [1000] * 4
+    assert samples.layers_ns == {"a": [1000] * 4, "b": [5] * 4}
+    assert len(steps) == 6
+
+
+def test_settings_are_validated():
+    with pytest.raises(ValueError):
+        Settings(repeats=0)
+
+
+def test_noise_rules():
+    assert summarize([1.0, 2.0, 3.0]).median == 2.0
+    assert noise_warning("x", [1.0] * 3).startswith("x: only 3 samples")
+    assert "noisy" in noise_warning("x", [1.0, 1.0, 1.0, 1.0, 2.0])
+    assert noise_warning("x", [1.0, 1.01, 0.99, 1.0, 1.0]) is None
+
+
+class ExplodingBuild(Build):
+    name = "exploding"
+    description = "fails to compile, on purpose"
+
+    def compile(self, ctx: BuildContext):
+        raise RuntimeError("compiler crashed <badly>")
+
+
+class WrongBuild(TorchBuild):
+    """Real PyTorch, with its output scaled: it must be caught by the reference check."""
+    name = "wrong"
+
+    def compile(self, ctx):
+        exe = super().compile(ctx)
+        plain = exe.run
+        exe.run = lambda x: plain(x) * 1.01
+        return exe
+
+
+@pytest.fixture
+def extra_builds(monkeypatch):
+    monkeypatch.setitem(REGISTRY, "exploding", f"{__name__}:ExplodingBuild")
+    monkeypatch.setitem(REGISTRY, "wrong", f"{__name__}:WrongBuild")
+
+
+def test_a_failing_build_is_recorded_and_the_others_complete(extra_builds):
+    device = load_devices(REPO / "devices.yaml").get("local")
+    req = RunRequest(get_model("unet-tiny"), device, ["exploding", "torch", "wrong"], Settings(0, 2))
+    out = run(req)
+    by_name = {b["name"]: b for b in out["builds"]}
+    assert by_name["exploding"]["status"] == "failed"
+    assert by_name["exploding"]["message"] == "RuntimeError: compiler crashed <badly>"
+    assert by_name["torch"]["status"] == "ok" and by_name["torch"]["max_rel_error"] == 0.0
+    assert by_name["wrong"]["status"] == "failed"
+    assert "exceeds the tolerance" in by_name["wrong"]["message"]
+    assert by_name["wrong"]["max_rel_error"] == pytest.approx(0.01, rel=1e-3)
+    assert out["system"]["before"] and out["system"]["after"]
