@@ -13,6 +13,7 @@ from typing import Callable, NoReturn, Sequence
 from rich.console import Console
 
 from harness.errors import UserError
+from harness.report.command import add_arguments as report_arguments
 
 Command = Callable[[argparse.Namespace, Console], int]
 
@@ -63,6 +64,18 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     return 1 if failed and len(failed) == len(doc["builds"]) else 0
 
 
+def cmd_tune(args: argparse.Namespace, console: Console) -> int:
+    from harness.devices import load_devices  # noqa: PLC0415
+    from harness.model import get_model  # noqa: PLC0415
+    from harness.tuning.command import TUNABLE, tune  # noqa: PLC0415
+    from harness.tuning.search import Budget  # noqa: PLC0415
+
+    device = load_devices(args.devices_file).get(args.device)
+    budget = Budget.of(args.trials, args.minutes)
+    tune(device, get_model(args.model), args.builds or list(TUNABLE), budget, console)
+    return 0
+
+
 def cmd_devices_list(args: argparse.Namespace, console: Console) -> int:
     from rich.table import Table  # noqa: PLC0415
 
@@ -80,6 +93,49 @@ def cmd_devices_list(args: argparse.Namespace, console: Console) -> int:
                       d.arch, d.cpu or d.cpu_model, str(d.cores), f"{d.freq_ghz:.2f}",
                       f"{peak['fp32']:.1f}", f"{peak['fp16']:.1f}")
     console.print(table)
+    return 0
+
+
+def cmd_nightly(args: argparse.Namespace, console: Console) -> int:
+    from harness.nightly.nightly import run_nightly  # noqa: PLC0415
+
+    return run_nightly(args, console)
+
+
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    from harness.history.command import run_compare  # noqa: PLC0415
+
+    return run_compare(args, console)
+
+
+def cmd_regressions(args: argparse.Namespace, console: Console) -> int:
+    from harness.history.command import run_regressions  # noqa: PLC0415
+
+    return run_regressions(args, console)
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from harness.report.command import run_report  # noqa: PLC0415
+
+    return run_report(args, console)
+
+
+def cmd_devices_check(args: argparse.Namespace, console: Console) -> int:
+    from harness.devices import load_devices  # noqa: PLC0415
+    from harness.devices.check import run_check  # noqa: PLC0415
+
+    run_check(load_devices(args.devices_file).get(args.name), console)
+    return 0
+
+
+def cmd_devices_setup(args: argparse.Namespace, console: Console) -> int:
+    from harness.devices import load_devices  # noqa: PLC0415
+    from harness.devices.check import run_check  # noqa: PLC0415
+    from harness.devices.setup import run_setup  # noqa: PLC0415
+
+    device = load_devices(args.devices_file).get(args.name)
+    run_setup(device, args.packages, console)
+    run_check(device, console)
     return 0
 
 
@@ -101,10 +157,46 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--repeats", type=_positive_int, default=10, help="timed passes per build (default 10)")
     run.set_defaults(func=cmd_run)
 
+    tune = sub.add_parser("tune", parents=[common], help="search kernels for the TVM builds; resumable")
+    tune.add_argument("--device", default=None, help="device name from devices.yaml (default: local)")
+    tune.add_argument("--model", default="unet", help="model whose conv workloads to tune (default: unet)")
+    tune.add_argument("--builds", type=_build_list, default=None, metavar="A,B",
+                      help="tvm, tvm-nnpack, fp16-winograd (default: all three)")
+    budget = tune.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, default=None, help="stop starting candidates after M minutes")
+    budget.add_argument("--trials", type=_positive_int, default=None,
+                        help="at most N candidates per workload, counting earlier runs")
+    tune.set_defaults(func=cmd_tune)
+
     devices = sub.add_parser("devices", help="inspect devices")
     dsub = devices.add_subparsers(dest="devices_command", required=True, parser_class=_Parser)
     dlist = dsub.add_parser("list", parents=[common], help="list devices with their peaks")
     dlist.set_defaults(func=cmd_devices_list)
+    dcheck = dsub.add_parser("check", parents=[common], help="reachability, CPU, frequency, temperature, packages")
+    dcheck.add_argument("name", help="device name from devices.yaml")
+    dcheck.set_defaults(func=cmd_devices_check)
+    dsetup = dsub.add_parser("setup", parents=[common], help="create the remote workdir and venv, install packages")
+    dsetup.add_argument("name", help="device name from devices.yaml")
+    dsetup.add_argument("--packages", type=_build_list, default=None, metavar="A,B",
+                        help="pip requirements to install (default: by the device's arch; '' for none)")
+    dsetup.set_defaults(func=cmd_devices_setup)
+
+    report = sub.add_parser("report", help="write an HTML report of result files, a commit range or a comparison")
+    report_arguments(report)
+    report.set_defaults(func=cmd_report)
+
+    from harness.history.command import add_compare_arguments, add_regressions_arguments  # noqa: PLC0415
+    from harness.nightly.command import add_arguments as nightly_arguments  # noqa: PLC0415
+
+    nightly = sub.add_parser("nightly", parents=[common], help="asv suite on this commit, asv HTML, report, regressions (exit 1)")
+    nightly_arguments(nightly)
+    nightly.set_defaults(func=cmd_nightly)
+    compare = sub.add_parser("compare", parents=[common], help="per-layer speedups between two commits/result files or two builds")
+    add_compare_arguments(compare)
+    compare.set_defaults(func=cmd_compare)
+    regressions = sub.add_parser("regressions", parents=[common], help="open regressions over the whole stored history")
+    add_regressions_arguments(regressions)
+    regressions.set_defaults(func=cmd_regressions)
     return parser
 
 

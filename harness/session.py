@@ -1,12 +1,13 @@
 """Run a measurement on a device through its transport, with progress, into a result document."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from harness.devices.config import Device
+from harness.devices.state import run_flags
 from harness.errors import UserError
 from harness.model.layers import LayerTable
 from harness.results.document import new_document
@@ -37,11 +38,32 @@ class ProgressSink:
             self.bars.update(task, completed=done, total=total or None, phase=phase)
 
 
+def run_local(device: Device, table: LayerTable, builds: list[str], settings: Settings,
+              options: dict[str, dict[str, Any]], progress: Callable[[str, str, int, int], None]) -> dict[str, Any]:
+    return run(RunRequest(table, device, builds, settings, options), progress)
+
+
+def transport_runner(device: Device) -> Callable[..., dict[str, Any]]:
+    """The function that runs on the device's transport; all take the same arguments."""
+    if device.transport == "ssh":
+        from harness.deploy.ssh_run import run_over_ssh  # noqa: PLC0415 - paramiko only when needed
+        return run_over_ssh
+    if device.transport == "rpc":
+        from harness.farm.client import run_on_farm  # noqa: PLC0415 - tvm only when needed
+        return run_on_farm
+    if device.transport == "local":
+        return run_local
+    raise UserError(f"device {device.name!r}: transport {device.transport!r} is not supported")
+
+
 def run_on_device(device: Device, table: LayerTable, builds: list[str], settings: Settings,
                   console: Console, options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    if device.transport != "local":
-        raise UserError(f"device {device.name!r}: transport {device.transport!r} is not supported yet")
-    request = RunRequest(table, device, builds, settings, options or {})
+    """A complete result document, or a UserError (then nothing was measured to keep): a remote
+    run that breaks part-way raises rather than returning part of a result."""
+    runner = transport_runner(device)
     with progress_display(console) as bars:
-        output = run(request, ProgressSink(bars))
-    return new_document(device, table, output)
+        output = runner(device, table, builds, settings, options or {}, ProgressSink(bars))
+    doc = new_document(device, table, output)
+    # The state was collected on the device itself (the runner runs there), before and after.
+    doc.update(run_flags(doc["system"]["before"], doc["system"]["after"], device.cores))
+    return doc

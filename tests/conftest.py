@@ -1,4 +1,5 @@
-"""Shared fixtures. Tests run real parts: PyTorch, NNPACK, the CLI in a subprocess."""
+"""Shared fixtures. Tests run real parts: PyTorch, NNPACK, TVM, the CLI in a subprocess, and a
+real OpenSSH server (tests/sshd.py, so other modules can reuse it)."""
 from __future__ import annotations
 
 import os
@@ -7,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.sshd import SSHServer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,3 +30,19 @@ def tiny_result(tmp_path_factory) -> Path:
                    "--repeats", "5", "--warmup", "1", "--output", str(out))
     assert proc.returncode == 0, proc.stderr
     return out
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory):
+    """One loopback OpenSSH server for the session (tests that kill a server start their own)."""
+    server = SSHServer(tmp_path_factory.mktemp("sshd") / "lb").start()
+    yield server
+    server.kill_all()
+
+
+@pytest.fixture
+def fresh_sshd(tmp_path: Path):
+    """A server of this test's own, for tests that kill it."""
+    server = SSHServer(tmp_path / "lb").start()
+    yield server
+    server.kill_all()

@@ -13,6 +13,8 @@ from harness.errors import UserError
 # Name -> "module:Class", in the order results and reports list them.
 REGISTRY: dict[str, str] = {
     "caffe2-nnpack": "harness.builds.caffe2_nnpack:Caffe2NNPACKBuild",
+    "tvm": "harness.builds.tvm_pure:TVMBuild",
+    "tvm-nnpack": "harness.builds.tvm_nnpack:TVMNNPACKBuild",
     "torch": "harness.builds.torch_ref:TorchBuild",
 }
 BASELINE = "caffe2-nnpack"

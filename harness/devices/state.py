@@ -114,10 +114,23 @@ def state_warnings(before: dict[str, Any], after: dict[str, Any] | None, cores: 
     if after:
         if after.get("throttled") not in (None, "0x0", before.get("throttled")):
             warnings.append(f"the device throttled during the run ({after['throttled']})")
-        f0, f1 = before.get("freq_mhz"), after.get("freq_mhz")
-        if f0 and f1 and max(abs(a - b) / a for a, b in zip(f0, f1)) > 0.02:
+        if freq_changed(before, after):
+            f0, f1 = before["freq_mhz"], after["freq_mhz"]
             warnings.append(f"CPU frequency changed during the run ({_mean(f0):.0f} -> {_mean(f1):.0f} MHz)")
     return warnings
+
+
+def freq_changed(before: dict[str, Any], after: dict[str, Any] | None, tolerance: float = 0.02) -> bool:
+    f0, f1 = before.get("freq_mhz"), (after or {}).get("freq_mhz")
+    return bool(f0 and f1 and max(abs(a - b) / a for a, b in zip(f0, f1)) > tolerance)
+
+
+def run_flags(before: dict[str, Any], after: dict[str, Any] | None, cores: int) -> dict[str, Any]:
+    """The result's top-level flags: `noisy` when the frequency changed or the device throttled
+    while measuring (the numbers mix two machine states), and every state warning."""
+    throttled = bool(after) and after.get("throttled") not in (None, "0x0", before.get("throttled"))
+    return {"noisy": freq_changed(before, after) or throttled,
+            "warnings": state_warnings(before, after, cores)}
 
 
 def _mean(xs: list[float]) -> float:

@@ -23,8 +23,22 @@ API (what `harness nightly`, `harness compare`, `harness regressions` and the HT
         Change(before_ms, after_ms, ratio, p_value, verdict) where verdict is "slower",
         "faster" or "same": "slower"/"faster" need |ratio - 1| >= threshold AND p < alpha.
 """
-from harness.history.detect import Change, Regression, compare_samples, detect_regressions
-from harness.history.history import load_history, per_commit
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Imported on first use (PEP 562): asv, scipy and pandas are slow to import, and the CLI
+# imports this package's argument parsers for every command.
+_EXPORTS = {"Change": "detect", "Regression": "detect", "compare_samples": "detect",
+            "detect_regressions": "detect", "load_history": "history", "per_commit": "history"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"harness.history.{_EXPORTS[name]}"), name)
+
 
 __all__ = ["Change", "Regression", "compare_samples", "detect_regressions", "load_history",
            "per_commit"]

@@ -24,6 +24,7 @@ from harness.devices.state import collect_state
 from harness.model.layers import LayerTable
 from harness.model.unet import make_input, make_weights
 from harness.runner.measure import Settings, measure, steps
+from harness.runner.deps import missing_message
 
 # progress(build, phase, done, total); phase is "compile", "measure", "ok" or "failed"
 Progress = Callable[[str, str, int, int], None]
@@ -136,6 +137,8 @@ def run(req: RunRequest, progress: Progress | None = None) -> dict[str, Any]:
             record = run_build(get_build(name), req, weights, x, ref, progress)
         except Exception as exc:  # noqa: BLE001 - recorded as this build's failure, run goes on
             detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
+            if isinstance(exc, ModuleNotFoundError) and exc.name:  # say how to install it
+                detail = missing_message(exc.name, sys.executable)
             record = failed_record(name, detail)
         progress(name, record["status"], 0, 0)
         builds.append(record)

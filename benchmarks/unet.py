@@ -1,0 +1,81 @@
+"""asv benchmarks of the UNet harness: end-to-end and per-layer device times, per build.
+
+Device, model and builds come from environment variables (HARNESS_DEVICE, HARNESS_MODEL,
+HARNESS_BUILDS, ...; see harness/nightly/suite.py). The benchmark types devicetime_ and
+devicesamples_ are the asv_runner plugin in plugins/asv_bench_harness: they hand the device's
+raw samples to asv, so asv's statistics and `asv compare`'s significance test apply.
+
+asv treats every number as lower-is-better. GFLOP/s and % of peak are higher-is-better, so they
+are not tracked as such: a halving GFLOP/s would show as an improvement. The display-only
+classes below track their lower-is-better transforms instead, ms per GFLOP (1000 / GFLOP/s)
+and % of peak unused (100 - % of peak), each per sample, so a slower layer always moves them
+up, like its time, and `asv compare` can never call a regression an improvement.
+"""
+import sys
+from pathlib import Path
+
+# Measure the checkout asv is benchmarking, whatever copy of the harness is installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness.nightly import suite  # noqa: E402
+
+CONFIG = suite.config_from_env()
+LAYERS = suite.layer_ids(CONFIG)
+
+
+def measure_all_builds(_self=None):  # shared by the classes below, so called as a method
+    """One harness run of every build (built and deployed once each); its result file."""
+    return suite.measure_once(CONFIG)
+
+
+class EndToEnd:
+    """Whole-network inference time per build (plain passes, no per-layer instrumentation)."""
+
+    params = [CONFIG.builds]
+    param_names = ["build"]
+    setup_cache = measure_all_builds
+    timeout = 3600  # setup_cache builds (and for TVM compiles) every build
+
+    def setup(self, result, build):
+        suite.build_record(result, build)
+
+    def devicetime_e2e(self, result, build):
+        return suite.seconds(suite.build_record(result, build)["e2e"]["samples_ms"])
+
+
+class Layer:
+    """Per-layer time per build, ids as in the harness's layer table (enc1.conv2, dec0.up...)."""
+
+    params = [CONFIG.builds, LAYERS]
+    param_names = ["build", "layer"]
+    setup_cache = measure_all_builds
+    timeout = 3600
+
+    def setup(self, result, build, layer):
+        suite.layer_record(result, build, layer)
+
+    def devicetime_layer(self, result, build, layer):
+        return suite.seconds(suite.layer_record(result, build, layer)["samples_ms"])
+
+
+class LayerEfficiency:
+    """Display only: lower-is-better forms of GFLOP/s and % of peak (see the module docstring)."""
+
+    params = [CONFIG.builds, LAYERS]
+    param_names = ["build", "layer"]
+    setup_cache = measure_all_builds
+    timeout = 3600
+
+    def setup(self, result, build, layer):
+        if not suite.layer_record(result, build, layer)["flops"]:
+            raise NotImplementedError(f"{layer} does no arithmetic")  # asv: skipped
+
+    def devicesamples_ms_per_gflop(self, result, build, layer):
+        return suite.ms_per_gflop(suite.layer_record(result, build, layer))
+
+    devicesamples_ms_per_gflop.unit = "ms per GFLOP (1000 / GFLOP/s)"
+
+    def devicesamples_peak_unused(self, result, build, layer):
+        return suite.peak_unused_pct(suite.layer_record(result, build, layer), suite.peak_of(result, build))
+
+    devicesamples_peak_unused.unit = "% of peak unused (100 - % of peak)"

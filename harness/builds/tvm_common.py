@@ -1,0 +1,119 @@
+"""What the TVM builds share: the target, lowering the Relax module, scheduling its kernels.
+
+Lowering runs Relax's "zero" pipeline (LegalizeOps, FuseOps, FuseTIR): the default CPU
+pipeline neither fuses nor schedules. Conv kernels then get the tuned template parameters
+from the device's tuning database (or the template's default, reported as untuned); pool and
+resize kernels, which are memory-bound, get a fixed parallel schedule.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from harness.builds.tvm_relax import func_name
+from harness.devices.config import Device
+from harness.model.layers import CONV, Layer, LayerTable
+
+
+def host_cpu() -> str:
+    from tvm.target import codegen  # noqa: PLC0415
+
+    return str(codegen.llvm_get_system_cpu())
+
+
+def target_dict(device: Device) -> dict[str, Any]:
+    """The device's TVM target as a dict (0.27 rejects "llvm -mcpu=..." strings)."""
+    if device.target == "host":
+        return {"kind": "llvm", "mcpu": host_cpu(), "num-cores": device.cores}
+    target = dict(device.target)  # type: ignore[arg-type]
+    target.setdefault("num-cores", device.cores)  # MetaSchedule and parallel lowering want it
+    return target
+
+
+def make_target(device: Device):
+    import tvm  # noqa: PLC0415
+
+    return tvm.target.Target(target_dict(device))
+
+
+def simd_lanes(device: Device, dtype: str = "float32") -> int:
+    """fp32 lanes of the widest vector register the target has (the template's tx unit)."""
+    isa = set(device.isa)
+    if device.arch in ("x86_64", "i686"):
+        lanes = 16 if "avx512f" in isa else 8 if "avx2" in isa or "avx" in isa else 4
+    else:
+        lanes = 4  # 128-bit NEON
+    return lanes * (2 if dtype == "float16" else 1)
+
+
+def lower(mod, target):
+    """Legalize and fuse: one PrimFunc per Primitive layer function, named after it."""
+    from tvm import relax  # noqa: PLC0415
+
+    with target:
+        return relax.get_pipeline("zero")(mod)
+
+
+def primfuncs(mod) -> dict[str, Any]:
+    import tvm  # noqa: PLC0415
+
+    return {gv.name_hint: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
+
+
+def schedule_primfunc(func, schedule: Callable[[Any], Any]):
+    """Apply `schedule(sch)` to one PrimFunc; returns the scheduled PrimFunc."""
+    import tvm  # noqa: PLC0415
+
+    sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
+    schedule(sch)
+    return sch.mod["main"]
+
+
+def _is_reduction(sch, block) -> bool:
+    return any(int(iv.iter_type) != 0 for iv in sch.get(block).iter_vars)  # 0: data-parallel
+
+
+def parallel_schedule(sch) -> None:
+    """Memory-bound layers (MaxPool/ReLU, ResizeNearest/Add/ReLU) as one pass over the data:
+    inline the elementwise steps, compute the rest per output row, rows in parallel."""
+    root = sch.get_sblock("root")
+    for block in sch.get_child_blocks(root)[:-1]:
+        if not _is_reduction(sch, block):  # the pool's max is a reduction: it stays a block
+            sch.compute_inline(block)
+    first, *rest = sch.get_child_blocks(root)
+    outer = sch.fuse(*sch.get_loops(first)[:3])  # batch, channel, output row
+    for block in rest:
+        sch.reverse_compute_at(block, outer)
+    sch.parallel(outer)
+
+
+def replace_func(mod, name: str, func):
+    gv = mod.get_global_var(name)
+    mod[gv] = func.with_attr("global_symbol", name)
+    return mod
+
+
+def schedule_network(mod, table: LayerTable, conv_schedule: Callable[[Layer], Callable[[Any], Any]],
+                     skip: set[str] = frozenset()):
+    """Schedule every layer's PrimFunc: convs with conv_schedule(layer), the rest in parallel."""
+    funcs = primfuncs(mod)
+    for layer in table:
+        name = func_name(layer.id)
+        if layer.id in skip or name not in funcs:
+            continue
+        schedule = conv_schedule(layer) if layer.op == CONV else parallel_schedule
+        mod = replace_func(mod, name, schedule_primfunc(funcs[name], schedule))
+    return mod
+
+
+def compile_module(mod, target):
+    from tvm import relax  # noqa: PLC0415
+
+    return relax.build(mod, target=target)
+
+
+def layer_primfunc(layer: Layer, dtype: str, target):
+    """The PrimFunc FuseTIR makes for this one layer, as it appears inside the network."""
+    from harness.builds.tvm_relax import emit_layer  # noqa: PLC0415
+
+    funcs = primfuncs(lower(emit_layer(layer, dtype), target))
+    return funcs[func_name(layer.id)].with_attr("global_symbol", "main")

@@ -1,0 +1,160 @@
+"""`tvm-nnpack`: the hybrid. Per convolution, the fastest of TVM's tuned kernel and NNPACK's
+algorithms, chosen by measurement on the device; NNPACK runs from inside the TVM module.
+
+Candidates per conv workload: `tvm` (the tuned direct conv of the `tvm` build) and
+`nnpack:<algorithm>/<strategy>` for algorithm in ft8x8, ft16x16, wt8x8, implicit_gemm, direct
+and strategy in compute (weights transformed per call) or precompute (transformed once at
+build time, then reused). `harness tune --builds tvm-nnpack` measures them all and saves the
+winner per workload in tuning/<device>/tvm-nnpack.json, the way a tuning log is saved.
+
+NNPACK layers are emitted as `R.call_dps_packed` into a global function registered per layer;
+it wraps the VM's tensors zero-copy through DLPack and calls NNPACK into the output buffer.
+Everything else stays fused TVM code. A layer can be forced to an implementation with the
+build option {"force": {"enc1.conv2": "nnpack:wt8x8/precompute"}}.
+"""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.builds.base import Build, BuildContext
+from harness.builds.tvm_common import compile_module, lower, make_target, schedule_network, target_dict
+from harness.builds.tvm_pure import conv_choice, tuning_notes, tvm_unavailable
+from harness.builds.tvm_relax import emit_relax
+from harness.builds.tvm_vm import VMExecutable
+from harness.devices.config import Device
+from harness.errors import UserError
+from harness.kernels import nnpack
+from harness.model.layers import Layer, LayerTable
+from harness.tuning.conv_direct import schedule_conv
+from harness.tuning.database import TuningDatabase, load_database
+from harness.tuning.search import Task
+
+TVM_IMPL = "tvm"
+NNPACK_STRATEGIES = (nnpack.Strategy.compute, nnpack.Strategy.precompute)
+
+
+def candidate_impls() -> list[str]:
+    return [TVM_IMPL] + [f"nnpack:{a.name}/{s.name}"
+                         for a, s in itertools.product(nnpack.CANDIDATE_ALGORITHMS, NNPACK_STRATEGIES)]
+
+
+def parse_impl(impl: str) -> tuple[nnpack.Algorithm, nnpack.Strategy]:
+    """`nnpack:wt8x8/precompute` -> (Algorithm.wt8x8, Strategy.precompute)."""
+    try:
+        kind, rest = impl.split(":", 1)
+        algo, strategy = rest.split("/", 1)
+        if kind != "nnpack":
+            raise ValueError
+        return nnpack.Algorithm[algo], nnpack.Strategy[strategy]
+    except (ValueError, KeyError):
+        raise UserError(f"invalid implementation {impl!r}; expected 'tvm' or one of "
+                        f"{', '.join(candidate_impls()[1:])}") from None
+
+
+def make_nnpack_conv(layer: Layer, weight: np.ndarray, bias: np.ndarray, impl: str,
+                     pool: nnpack.ThreadPool) -> nnpack.Conv2d:
+    algorithm, strategy = parse_impl(impl)
+    _, c_in, h, w = layer.in_shape
+    shape = nnpack.ConvShape(c_in, layer.out_channels, h, w, layer.kernel, layer.padding)
+    return nnpack.Conv2d(shape, weight, bias, algorithm, strategy, relu=layer.relu, pool=pool)
+
+
+def register_nnpack_layer(name: str, conv: nnpack.Conv2d) -> None:
+    """Expose one NNPACK conv to the VM as a destination-passing global: f(x, out)."""
+    import torch  # noqa: PLC0415 - DLPack bridge; zero-copy both ways
+    import tvm_ffi  # noqa: PLC0415
+
+    def call(x, out) -> None:
+        conv.run_into(torch.from_dlpack(x).numpy(), torch.from_dlpack(out).numpy())
+
+    tvm_ffi.register_global_func(name, call, override=True)
+
+
+def layer_choice(layer: Layer, choices: TuningDatabase, forced: dict[str, str]) -> str:
+    if layer.id in forced:
+        return forced[layer.id]
+    best = choices.best_params(layer.workload_key())
+    return best["impl"] if best else TVM_IMPL
+
+
+class TVMNNPACKBuild(Build):
+    name = "tvm-nnpack"
+    description = "TVM with, per layer, the fastest of its tuned kernel and NNPACK's algorithms"
+    tolerance = 1e-3  # Winograd/FFT layers reorder fp32 sums
+
+    def unavailable(self, device: Device) -> str | None:
+        return tvm_unavailable() or nnpack.available()
+
+    def compile(self, ctx: BuildContext) -> VMExecutable:
+        target = make_target(ctx.device)
+        root = {"root": ctx.options["tuning_dir"]} if "tuning_dir" in ctx.options else {}
+        tvm_db = load_database(ctx.device.name, "tvm-conv2d", target_dict(ctx.device), **root)
+        choices = load_database(ctx.device.name, "tvm-nnpack", target_dict(ctx.device), **root)
+        forced = dict(ctx.options.get("force", {}))
+        unknown = set(forced) - {layer.id for layer in ctx.table.convs}
+        if unknown:
+            raise UserError(f"forced layer {sorted(unknown)[0]!r} is not a convolution of {ctx.table.config.name}")
+
+        pool = nnpack.ThreadPool(ctx.threads)
+        impls = {layer.id: TVM_IMPL for layer in ctx.table}
+        external: dict[str, str] = {}
+        keep: list[Any] = [pool]
+        prefix = f"harness.nnpack.{id(self):x}"
+        tvm_params = {}
+        for layer in ctx.table.convs:
+            impl = layer_choice(layer, choices, forced)
+            if impl == TVM_IMPL:
+                tvm_params[layer.id], impls[layer.id] = conv_choice(layer, tvm_db, ctx.device)
+                continue
+            w = ctx.weights[layer.id]
+            conv = make_nnpack_conv(layer, w.weight, w.bias, impl, pool)
+            external[layer.id] = f"{prefix}.{layer.id}"
+            register_nnpack_layer(external[layer.id], conv)
+            keep.append(conv)
+            impls[layer.id] = conv.impl
+
+        emitted = emit_relax(ctx.table, ctx.weights, external=external)
+        mod = schedule_network(lower(emitted.mod, target), ctx.table,
+                               lambda layer: (lambda sch: schedule_conv(sch, tvm_params[layer.id])),
+                               skip=set(external))
+        untuned = [lid for lid, impl in impls.items() if impl == "tvm:untuned"]
+        notes = tuning_notes(tvm_db, ctx.device, untuned)
+        unchosen = [layer.id for layer in ctx.table.convs
+                    if layer.id not in forced and choices.best_params(layer.workload_key()) is None]
+        if unchosen:
+            notes.append(f"no hybrid choice for {len(unchosen)} conv layer(s), TVM used: run "
+                         f"`harness tune --device {ctx.device.name} --builds tvm-nnpack`")
+        return VMExecutable(compile_module(mod, target), emitted.params, ctx.table.ids, impls,
+                            external=external, keepalive=keep, notes=notes)
+
+
+def hybrid_tasks(table: LayerTable, device: Device, db: TuningDatabase, root: Path) -> list[Task]:
+    """Per conv workload, every candidate implementation measured on this machine."""
+    from harness.builds.tvm_common import layer_primfunc, schedule_primfunc  # noqa: PLC0415
+    from harness.tuning.tasks import check_output, conv_data, time_callable, time_tvm_kernel, unique_conv_layers  # noqa: PLC0415
+
+    target = make_target(device)
+    tvm_db = load_database(device.name, "tvm-conv2d", target_dict(device), root)
+    pool = nnpack.ThreadPool(device.cores)
+    tasks = []
+    for layer in unique_conv_layers(table):
+        data = conv_data(layer)
+
+        def measure(params: dict[str, Any], layer=layer, data=data) -> list[float]:
+            if params["impl"] == TVM_IMPL:
+                choice, _ = conv_choice(layer, tvm_db, device)
+                func = schedule_primfunc(layer_primfunc(layer, "float32", target),
+                                         lambda sch: schedule_conv(sch, choice))
+                return time_tvm_kernel(func, target, data, "float32", 1e-4)
+            conv = make_nnpack_conv(layer, data["w"], data["b"], params["impl"], pool)
+            out = np.zeros_like(data["ref"])
+            conv.run_into(data["x"], out)
+            check_output(out, data["ref"], TVMNNPACKBuild.tolerance)
+            return time_callable(lambda: conv.run_into(data["x"], out))
+
+        tasks.append(Task(layer.workload_key(), layer, [{"impl": i} for i in candidate_impls()], measure))
+    return tasks

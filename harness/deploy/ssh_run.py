@@ -1,0 +1,179 @@
+"""A run on a device over SSH: stage on the host, upload (skipping what the device already has),
+run the on-device runner with live progress, fetch its JSON, clean up.
+
+Remote layout under the device's workdir:
+  cache/<sha256>            every uploaded file, named by its content hash
+  runs/<run id>/            one directory per run, removed afterwards:
+    request.json, result.json, artifacts/<build>/<file> -> ../../../cache/<sha256>
+"""
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import io
+import json
+import posixpath
+import secrets
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.deploy.package import sha256_file, write_harness_zip
+from harness.devices.config import Device
+from harness.devices.ssh import SSHSession, connect
+from harness.errors import UserError
+from harness.model.layers import LayerTable
+from harness.runner.measure import Settings
+from harness.runner.request import request_to_json
+
+Progress = Callable[[str, str, int, int], None]
+EXIT_RUNNER_ERROR = 3  # harness.runner.__main__.EXIT_ERROR
+
+
+@dataclass
+class Staged:
+    harness_zip: Path
+    artifacts: dict[str, list[Path]]  # build -> files, under root/<build>/
+    root: Path
+
+
+@dataclass
+class UploadLog:
+    uploaded: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+
+
+def stage(device: Device, table: LayerTable, builds: list[str], options: dict[str, dict[str, Any]],
+          out_dir: Path) -> Staged:
+    """Export every build's artifacts for the device (cross-compiled where the build does so)."""
+    from harness.builds import get_build  # noqa: PLC0415 - imports torch
+    from harness.builds.base import BuildContext  # noqa: PLC0415
+    from harness.model.unet import make_weights  # noqa: PLC0415
+
+    root = out_dir / "artifacts"
+    weights = make_weights(table)
+    artifacts = {}
+    for name in builds:
+        build_dir = root / name
+        build_dir.mkdir(parents=True)
+        ctx = BuildContext(table, weights, device, options.get(name, {}), device.cores)
+        try:
+            build = get_build(name)
+            artifacts[name] = [] if build.unavailable(device) else build.export(ctx, build_dir)
+        except (ImportError, RuntimeError, OSError, ValueError) as exc:
+            raise UserError(f"build {name!r}: exporting for device {device.name!r} failed: {exc}") from None
+    return Staged(write_harness_zip(out_dir), artifacts, root)
+
+
+def upload_cached(s: SSHSession, local: Path, cache_dir: str, log: UploadLog) -> str:
+    """The remote path of `local`'s content, uploading it only if the device lacks it."""
+    digest = sha256_file(local)
+    remote = posixpath.join(cache_dir, digest)
+    size = local.stat().st_size
+    try:
+        if s.sftp.stat(remote).st_size == size:
+            log.cached.append(local.name)
+            return remote
+    except FileNotFoundError:
+        pass
+    part = f"{remote}.{secrets.token_hex(4)}.part"  # renamed into place: never half a cache entry
+    s.sftp_call(f"upload {local.name}", lambda: s.sftp.put(str(local), part))
+    s.sftp_call(f"upload {local.name}", lambda: s.sftp.posix_rename(part, remote))
+    log.uploaded.append(local.name)
+    return remote
+
+
+def run_id() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+class RunnerOutput:
+    """Reads the runner's stderr: progress lines to the bars, an error line kept, the rest tailed."""
+
+    def __init__(self, progress: Progress):
+        self.progress, self.error, self.tail = progress, None, collections.deque(maxlen=20)
+
+    def __call__(self, line: str) -> None:
+        msg = None
+        if line.startswith("{"):
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                msg = None
+        if isinstance(msg, dict) and isinstance(msg.get("progress"), list) and len(msg["progress"]) == 4:
+            self.progress(*msg["progress"])
+        elif isinstance(msg, dict) and isinstance(msg.get("error"), str):
+            self.error = msg["error"]
+        elif line.strip():
+            self.tail.append(line.strip())
+
+
+def upload_run(s: SSHSession, staged: Staged, run_dir: str, request: dict[str, Any], log: UploadLog) -> str:
+    """Put the harness, the artifacts and the request in place; returns the harness zip's path."""
+    cache = posixpath.join(s.device.workdir, "cache")
+    build_dirs = [posixpath.join(run_dir, "artifacts", b) for b in staged.artifacts]
+    s.run(["mkdir", "-p", "--", cache, *build_dirs], timeout_s=s.device.connect_timeout_s * 3)
+    harness = upload_cached(s, staged.harness_zip, cache, log)
+    for build, files in staged.artifacts.items():
+        for path in files:
+            rel = path.relative_to(staged.root / build).as_posix()
+            if "/" in rel:
+                s.run(["mkdir", "-p", "--", posixpath.join(run_dir, "artifacts", build, posixpath.dirname(rel))],
+                      timeout_s=s.device.connect_timeout_s * 3)
+            target = upload_cached(s, path, cache, log)
+            s.sftp_call(f"link {rel}", lambda t=target, b=build, r=rel:
+                        s.sftp.symlink(t, posixpath.join(run_dir, "artifacts", b, r)))
+    body = json.dumps(request).encode()
+    s.sftp_call("upload request.json", lambda: s.sftp.putfo(io.BytesIO(body), posixpath.join(run_dir, "request.json")))
+    return harness
+
+
+def fetch_json(s: SSHSession, path: str) -> dict[str, Any]:
+    def read() -> bytes:
+        with s.sftp.open(path, "rb") as f:
+            return f.read()
+    raw = s.sftp_call(f"fetch {path}", read)
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise UserError(f"device {s.device.name!r}: the runner's result {path} is not valid JSON") from None
+    if not isinstance(doc, dict) or not {"system", "builds", "environment", "settings"} <= set(doc):
+        raise UserError(f"device {s.device.name!r}: the runner's result {path} is incomplete")
+    return doc
+
+
+def execute(s: SSHSession, run_dir: str, harness_zip: str, progress: Progress) -> dict[str, Any]:
+    out = RunnerOutput(progress)
+    result = s.run([s.device.python, "-m", "harness.runner", "--request", "request.json",
+                    "--output", "result.json"], cwd=run_dir, env={"PYTHONPATH": harness_zip},
+                   on_stderr_line=out, check=False)
+    if result.exit_status != 0:
+        why = out.error or (out.tail[-1] if out.tail else "no output")
+        if result.exit_status == 127:
+            why = f"{s.device.python!r} not found; fix the device's 'python' or run `harness devices setup {s.device.name}`"
+        raise UserError(f"device {s.device.name!r}: the on-device runner failed (exit {result.exit_status}): {why}")
+    return fetch_json(s, posixpath.join(run_dir, "result.json"))
+
+
+def run_over_ssh(device: Device, table: LayerTable, builds: list[str], settings: Settings,
+                 options: dict[str, dict[str, Any]], progress: Progress,
+                 log: UploadLog | None = None) -> dict[str, Any]:
+    """The runner's output (system, environment, settings, builds) from a run on the device."""
+    log = log if log is not None else UploadLog()
+    request = request_to_json(table.config.name, device, builds, settings, options, "artifacts")
+    with connect(device) as s, tempfile.TemporaryDirectory(prefix="harness-stage-") as tmp:
+        staged = stage(device, table, builds, options, Path(tmp))  # after connecting: fail fast
+        run_dir = posixpath.join(device.workdir, "runs", run_id())
+        try:
+            harness_zip = upload_run(s, staged, run_dir, request, log)
+            return execute(s, run_dir, harness_zip, progress)
+        finally:
+            cleanup(s, run_dir)
+
+
+def cleanup(s: SSHSession, run_dir: str) -> None:
+    try:
+        s.run(["rm", "-rf", "--", run_dir], timeout_s=s.device.connect_timeout_s * 3, check=False)
+    except UserError:
+        pass  # the connection is gone: the run's error is what to report, not this

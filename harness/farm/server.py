@@ -1,0 +1,104 @@
+"""A board of the farm: TVM's RPC server plus the harness's functions.
+
+    python -m harness.farm.server --tracker HOST:PORT --key rasp3b [--port 9090] [--name NAME]
+
+It registers with the tracker under the key; the tracker gives it to one client at a time,
+and the server serves one session at a time. Each session (a fresh process forked from the
+server) can call
+  harness.run_request(request JSON) -> run output JSON   (harness.runner.run.run, as any run)
+  harness.probe() -> probe JSON                           (what `harness devices check` shows)
+JSON strings in and out, never pickle. --session-log appends one JSON line per request with
+its enter and exit times (the tests use it to show a board never runs two measurements).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+NAME_ENV = "HARNESS_FARM_BOARD"
+LOG_ENV = "HARNESS_FARM_SESSION_LOG"
+
+
+def _log(event: dict) -> None:
+    path = os.environ.get(LOG_ENV)
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"board": os.environ.get(NAME_ENV), "pid": os.getpid(), **event}) + "\n")
+
+
+def _place_uploads(base: Path, files: dict[str, str]) -> None:
+    """tvm.rpc.server.upload writes flat names into the session's directory; move them into
+    the artifacts/<build>/ layout the runner expects."""
+    for dest, uploaded in files.items():
+        target = (base / dest).resolve()
+        if base.resolve() not in target.parents:
+            raise ValueError(f"artifact path {dest!r} leaves the session directory")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(base / uploaded), target)
+
+
+def run_request(request_json: str) -> str:
+    import tvm_ffi  # noqa: PLC0415
+
+    from harness.runner.request import request_from_json  # noqa: PLC0415
+    from harness.runner.run import run  # noqa: PLC0415
+
+    enter = time.time()
+    doc = json.loads(request_json)
+    base = Path(tvm_ffi.get_global_func("tvm.rpc.server.workpath")("."))
+    _place_uploads(base, doc.get("files") or {})
+    output = run(request_from_json(doc, base=base))
+    output["board"] = os.environ.get(NAME_ENV)
+    _log({"builds": doc["builds"], "enter": enter, "exit": time.time()})
+    return json.dumps(output)
+
+
+def probe_json() -> str:
+    from harness.devices.probe import probe  # noqa: PLC0415
+
+    return json.dumps(probe())
+
+
+def register() -> None:
+    """server_init_callback: runs in the server process, so every session inherits it."""
+    import tvm_ffi  # noqa: PLC0415
+
+    tvm_ffi.register_global_func("harness.run_request", run_request, override=True)
+    tvm_ffi.register_global_func("harness.probe", probe_json, override=True)
+
+
+def parse_addr(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.farm.server", description=__doc__.splitlines()[0])
+    parser.add_argument("--tracker", type=parse_addr, required=True, help="the RPC tracker, HOST:PORT")
+    parser.add_argument("--key", required=True, help="the device key this board serves, e.g. rasp3b")
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=9090, help="first port to try (default 9090)")
+    parser.add_argument("--name", default=None, help="this board's name in results (default host:port)")
+    parser.add_argument("--session-log", default=None, help="append one JSON line per request here")
+    args = parser.parse_args(argv)
+    from tvm import rpc  # noqa: PLC0415
+
+    # The server runs in a worker process that inherits these.
+    os.environ[NAME_ENV] = args.name or f"{os.uname().nodename}:{args.port}"
+    if args.session_log:
+        os.environ[LOG_ENV] = str(Path(args.session_log).resolve())
+    server = rpc.Server(args.host, args.port, args.port + 100, tracker_addr=args.tracker, key=args.key,
+                        server_init_callback=register)
+    print(f"harness farm board {os.environ[NAME_ENV]} serving key {args.key} on port {server.port}", flush=True)
+    server.proc.join()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,110 @@
+"""`harness compare` and `harness regressions`: arguments and bodies (cli.py wires them in)."""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Callable
+
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from harness.errors import UserError
+
+
+def _number(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not low <= value < high:
+            raise argparse.ArgumentTypeError(f"expected a number in [{low:g}, {high:g}), got {value:g}")
+        return value
+    return parse
+
+
+def add_significance_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threshold", type=_number(0, math.inf), default=0.05, metavar="F",
+                        help="smallest relative change of a median that counts (default 0.05 = 5%%)")
+    parser.add_argument("--alpha", type=_number(0, 1), default=0.01, metavar="P",
+                        help="significance level of the Mann-Whitney U test (default 0.01)")
+
+
+def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default=None, help="device of the stored results (default: devices.yaml's default)")
+    parser.add_argument("--model", default=None, help="model of the stored results (default: unet)")
+    parser.add_argument("--results-root", type=Path, default=None, metavar="DIR",
+                        help="where stored results are (default: results/)")
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sides", nargs="+", metavar="COMMIT_OR_FILE",
+                        help="two commits or result files; one with --builds")
+    parser.add_argument("--builds", nargs=2, metavar=("X", "Y"), default=None,
+                        help="compare build Y against build X within one commit or result file")
+    parser.add_argument("--format", choices=("markdown", "html"), default="markdown")
+    parser.add_argument("--output", type=Path, default=None, metavar="PATH",
+                        help="write the table here instead of standard output")
+    add_selection_arguments(parser)
+    add_significance_arguments(parser)
+
+
+def run_compare(args: argparse.Namespace, console: Console) -> int:
+    from harness.history.compare import compare_builds, compare_runs, to_html, to_markdown  # noqa: PLC0415
+    from harness.report.inputs import side  # noqa: PLC0415 - commit-or-file, shared with `harness report`
+    from harness.results.store import RESULTS_DIR, write_atomic  # noqa: PLC0415
+
+    root = args.results_root or RESULTS_DIR
+    if args.builds and len(args.sides) != 1:
+        raise UserError("--builds X Y compares two builds within ONE commit or result file")
+    if not args.builds and len(args.sides) != 2:
+        raise UserError("give two commits or result files (or one with --builds X Y)")
+    sides = [side(text, root, args.device, args.model) for text in args.sides]
+    if args.builds:
+        table = compare_builds(*sides[0], *args.builds, threshold=args.threshold, alpha=args.alpha)
+    else:
+        table = compare_runs(*sides[0], *sides[1], threshold=args.threshold, alpha=args.alpha)
+    text = to_html(table) if args.format == "html" else to_markdown(table)
+    if args.output:
+        write_atomic(args.output, text)
+        console.print(f"comparison written to {args.output}", highlight=False)
+    else:
+        console.out(text, highlight=False)
+    return 0
+
+
+def add_regressions_arguments(parser: argparse.ArgumentParser) -> None:
+    add_selection_arguments(parser)
+    add_significance_arguments(parser)
+
+
+def print_regressions(title: str, rows: list, console: Console) -> None:
+    """rows: Regression records (or anything with their fields)."""
+    if not rows:
+        console.print(f"{title}: none", highlight=False)
+        return
+    table = RichTable(title=title, title_justify="left")
+    for col in ("build", "layer", "commit", "before ms", "after ms", "slower by", "p"):
+        table.add_column(col, justify="left" if col in ("build", "layer", "commit") else "right")
+    for r in rows:
+        table.add_row(r.build, r.layer, r.commit[:12], f"{r.before_ms:.4g}", f"{r.after_ms:.4g}",
+                      f"{(r.ratio - 1) * 100:+.1f}%", f"{r.p_value:.2g}")
+    console.print(table)
+
+
+def run_regressions(args: argparse.Namespace, console: Console) -> int:
+    from harness.devices import load_devices  # noqa: PLC0415
+    from harness.history import detect_regressions, load_history  # noqa: PLC0415
+    from harness.model import DEFAULT_MODEL  # noqa: PLC0415
+    from harness.results.store import RESULTS_DIR  # noqa: PLC0415
+
+    device = args.device or load_devices(args.devices_file).default
+    model = args.model or DEFAULT_MODEL
+    history = load_history(device, model, args.results_root or RESULTS_DIR)
+    if history.empty:
+        raise UserError(f"no stored results for device {device}, model {model}")
+    found = detect_regressions(history, args.threshold, args.alpha)
+    commits = history["commit"].nunique()
+    print_regressions(f"open regressions on {device}, {model} ({commits} commits)", found, console)
+    return 0

@@ -1,0 +1,1 @@
+"""The asv side: what benchmarks/ measures (suite), driving asv (asvtool), `harness nightly`."""

@@ -1,0 +1,85 @@
+"""HTML rendering of report pages with jinja2, autoescaping everything.
+
+Templates (harness/report/templates, package data) inline their CSS and JavaScript, so a page
+needs nothing but itself and the PNG files beside it.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import jinja2
+
+from harness.history import Regression
+from harness.report import speedup as speedup_mod
+from harness.report.compare import Comparison
+from harness.report.view import MARKS, RunView
+
+
+@dataclass(frozen=True)
+class Figure:
+    file: str  # relative to the page
+    alt: str
+    caption: str
+
+
+def num(value: float | None) -> str:
+    """A measured number with about three significant digits, never in e-notation."""
+    if value is None:
+        return ""
+    for limit, digits in ((100, 0), (10, 1), (1, 2), (0.1, 3)):
+        if abs(value) >= limit:
+            return f"{value:.{digits}f}"
+    return f"{value:.4f}"
+
+
+def _freq(state: dict[str, Any] | None) -> str:
+    if not state or not state.get("freq_mhz"):
+        return "n/a"
+    lo, hi = min(state["freq_mhz"]), max(state["freq_mhz"])
+    text = f"{lo:.0f} MHz" if lo == hi else f"{lo:.0f}-{hi:.0f} MHz across cores"
+    return text + (f" ({state['freq_source']})" if state.get("freq_source") else "")
+
+
+STATE_FIELDS = (
+    ("frequency", _freq),
+    ("governor", lambda s: (s or {}).get("governor") or "n/a"),
+    ("temperature", lambda s: f"{s['temp_c']:.1f} °C" if s and s.get("temp_c") is not None else "n/a"),
+    ("throttled", lambda s: (s or {}).get("throttled") or "n/a"),
+    ("load (1 min)", lambda s: f"{s['load_1m']:.2f}" if s else "n/a"),
+)
+
+
+def state_rows(system: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(field, before, after) for the device-state table; 'n/a' where not recorded."""
+    return [(label, show(system.get("before")), show(system.get("after")) if system.get("after") else "not recorded")
+            for label, show in STATE_FIELDS]
+
+
+@functools.lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("harness.report", "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True)
+    env.globals.update(num=num, state_rows=state_rows, marks=MARKS)
+    return env
+
+
+def render_report(view: RunView, figures: Sequence[Figure], history: Figure | None,
+                  history_note: str, regressions: Sequence[Regression]) -> str:
+    above = view.above_peak
+    return environment().get_template("report.html").render(
+        view=view, figures=figures, history=history, history_note=history_note,
+        regressions=regressions, commits=[c[:12] for c in view.commits],
+        speedups=view.baseline_note is None, speedup_method=speedup_mod.METHOD,
+        above_peak_explained=all(cell.algorithm for _, _, cell in above))
+
+
+def render_compare(title: str, device: str, model: str, a_files: Sequence[str], b_files: Sequence[str],
+                   comparisons: Sequence[tuple[Comparison, Figure]], significance: str) -> str:
+    return environment().get_template("compare.html").render(
+        title=title, device=device, model=model, a_files=a_files, b_files=b_files,
+        comparisons=comparisons, significance=significance,
+        speedup_method_short=f"{speedup_mod.LEVEL:.0%} percentile bootstrap CI over the raw samples "
+                             f"({speedup_mod.RESAMPLES} resamples, seed {speedup_mod.SEED})")

@@ -1,0 +1,109 @@
+"""Writing report pages: reports/<device>/<name>/index.html with its PNG files beside it.
+
+Each file is written atomically and the page last, so an interrupted report never leaves a
+page pointing at half-written images.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Sequence
+
+from matplotlib.figure import Figure as MplFigure
+
+from harness.report import plots
+from harness.report.compare import SIGNIFICANCE, compare_builds, compare_runs
+from harness.report.html import Figure, render_compare, render_report
+from harness.report.timeline import history_runs, regression_marks
+from harness.report.view import DEFAULT_BASELINE, RunView, run_view
+from harness.results.document import REPO
+from harness.results.store import RESULTS_DIR, write_atomic
+
+REPORTS_DIR = REPO / "reports"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def path_part(text: str) -> str:
+    """`text` as one safe path component: device names and labels come from result files."""
+    return _UNSAFE.sub("_", text).strip("._")[:80] or "unnamed"
+
+
+def page_dir(out_root: Path, device: str, name: str) -> Path:
+    return Path(out_root) / path_part(device) / path_part(name)
+
+
+def _figure(out: Path, file: str, fig: MplFigure, alt: str, caption: str) -> Figure:
+    write_atomic(out / file, plots.to_png(fig))
+    return Figure(file, alt, caption)
+
+
+def default_name(view: RunView) -> str:
+    newest = view.sources[-1]
+    return newest.commit[:12] if newest.commit else newest.path.stem
+
+
+def _run_figures(view: RunView, out: Path) -> list[Figure]:
+    if not view.ok_builds:
+        return []
+    bw = view.bandwidth_gb_s
+    return [
+        _figure(out, "gflops.png", plots.gflops_by_layer(view), "per-layer GFLOP/s by build",
+                "Per-layer effective GFLOP/s of each build (log scale), with the device's "
+                "direct-convolution peak as a dashed line. Layers with no FLOPs are left out."),
+        _figure(out, "roofline.png", plots.roofline(view), "roofline",
+                "Roofline: arithmetic intensity (layer FLOPs / bytes moved) against effective "
+                "GFLOP/s, one point per layer and build. Compute ceiling: the device peak; memory "
+                + (f"ceiling: the measured bandwidth, {bw:.1f} GB/s." if bw else
+                   "ceiling: not drawn, this result has no measured bandwidth.")
+                + " Ringed points are above the peak (see the note on effective FLOPs)."),
+    ]
+
+
+def write_run_report(paths: Sequence[Path], out_root: Path = REPORTS_DIR, *,
+                     baseline: str = DEFAULT_BASELINE, name: str | None = None,
+                     results_root: Path = RESULTS_DIR,
+                     history_commits: Sequence[str] | None = None) -> Path:
+    """The report page of `paths` (one device and model); its history is every stored run of
+    that device and model (limited to `history_commits` when given) plus `paths`."""
+    view = run_view(paths, baseline)
+    device, model = view.doc["device"]["name"], view.doc["model"]["name"]
+    out = page_dir(out_root, device, name or default_name(view))
+    figures = _run_figures(view, out)
+    runs = history_runs(device, model, Path(results_root), [s.path for s in view.sources], history_commits)
+    marks = regression_marks(runs)
+    fig = plots.history_heatmap(runs, marks, [row.id for row in view.rows])
+    history = None
+    if fig is not None:
+        history = _figure(out, "history.png", fig, "per-layer history across commits",
+                          "Per-layer median time at each commit relative to that layer's first "
+                          "commit; regressions found by the nightly's step detection are boxed.")
+    n_commits = runs["commit"].nunique() if not runs.empty else 0
+    note = (f"History needs results from at least two commits of {model} on {device}; "
+            f"found {n_commits} under {results_root}.")
+    page = out / "index.html"
+    write_atomic(page, render_report(view, figures, history, note, marks))
+    return page
+
+
+def write_compare_report(a: str, a_paths: Sequence[Path], b: str, b_paths: Sequence[Path],
+                         out_root: Path = REPORTS_DIR, *, builds: bool = False,
+                         name: str | None = None) -> Path:
+    """Compare builds `a` and `b` within `a_paths` (builds=True), or runs `a_paths` and `b_paths`."""
+    if builds:
+        view_b = run_view(a_paths, a)
+        comparisons = compare_builds(view_b, a, b)
+        title = f"{b} against {a}"
+    else:
+        view_a, view_b = run_view(a_paths), run_view(b_paths)
+        comparisons = compare_runs(view_a, a, view_b, b)
+        title = f"{b} against {a}"
+    device, model = view_b.doc["device"]["name"], view_b.doc["model"]["name"]
+    out = page_dir(out_root, device, name or f"compare-{a}-vs-{b}")
+    charts = [(c, _figure(out, f"speedup-{i}.png", plots.speedup_chart(c), f"speedup chart: {c.title}",
+                          f"Per-layer speedup of {c.b} over {c.a}: bars from 1, whiskers the 95% CI; "
+                          "green/red where the change is significant."))
+              for i, c in enumerate(comparisons)]
+    page = out / "index.html"
+    write_atomic(page, render_compare(title, device, model, [p.name for p in map(Path, a_paths)],
+                                      [p.name for p in map(Path, b_paths)], charts, SIGNIFICANCE))
+    return page

@@ -1,0 +1,1 @@
+"""Tuning: kernel templates, their search spaces, the bounded search, per-device databases."""

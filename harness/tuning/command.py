@@ -1,0 +1,106 @@
+"""`harness tune`: search kernels for a device's TVM builds and store them in its databases.
+
+Order matters: the hybrid's choice table compares NNPACK against the *tuned* TVM kernel, so
+`tvm-nnpack` tunes `tvm`'s convolutions first.
+"""
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Callable
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from harness.devices.config import Device
+from harness.errors import UserError
+from harness.model.layers import LayerTable
+from harness.tuning.database import TUNING_DIR, TuningDatabase, load_database
+from harness.tuning.search import Budget, Task, run_search
+
+TUNABLE = ("tvm", "tvm-nnpack", "fp16-winograd")
+# build -> the databases it needs, in the order they must be tuned
+NEEDS = {"tvm": ["tvm-conv2d"], "tvm-nnpack": ["tvm-conv2d", "tvm-nnpack"], "fp16-winograd": ["fp16-winograd"]}
+
+
+def task_factory(kind: str) -> Callable[[LayerTable, Device, TuningDatabase, Path], list[Task]]:
+    """The task builder of one database kind (imported late: each pulls in TVM or NNPACK)."""
+    if kind == "tvm-conv2d":
+        from harness.builds.tvm_common import make_target, simd_lanes  # noqa: PLC0415
+        from harness.tuning.tasks import tvm_conv_tasks  # noqa: PLC0415
+
+        return lambda table, device, db, root: tvm_conv_tasks(table, device, make_target(device), simd_lanes(device))
+    if kind == "tvm-nnpack":
+        from harness.builds.tvm_nnpack import hybrid_tasks  # noqa: PLC0415
+
+        return hybrid_tasks
+    if kind == "fp16-winograd":
+        from harness.builds.fp16_winograd import winograd_tasks  # noqa: PLC0415
+
+        return winograd_tasks
+    raise ValueError(kind)
+
+
+def kinds_for(builds: list[str]) -> list[str]:
+    unknown = [b for b in builds if b not in TUNABLE]
+    if unknown:
+        raise UserError(f"build {unknown[0]!r} has nothing to tune; tunable builds: {', '.join(TUNABLE)}")
+    kinds: list[str] = []
+    for build in builds:
+        kinds += [k for k in NEEDS[build] if k not in kinds]
+    return kinds
+
+
+def tune(device: Device, table: LayerTable, builds: list[str], budget: Budget, console: Console,
+         root: Path = TUNING_DIR) -> list[TuningDatabase]:
+    if device.transport != "local":
+        raise UserError(f"device {device.name!r}: tuning measures kernels on the device itself and is "
+                        "only supported for local devices so far; run `harness tune` on the board")
+    from harness.builds.tvm_common import target_dict  # noqa: PLC0415
+
+    databases = []
+    for kind in kinds_for(builds):
+        db = load_database(device.name, kind, target_dict(device), root)
+        tasks = task_factory(kind)(table, device, db, root)
+        with _bars(console) as bars:
+            bar = bars.add_task(kind, total=None, layer="")
+
+            def progress(layer: str, done: int, total: int) -> None:
+                bars.update(bar, completed=done, total=total, layer=layer)
+
+            finished = run_search(db, tasks, budget, progress)
+        databases.append(db)
+        console.print(summary_table(db, tasks))
+        console.print(f"{kind}: database {db.path}", highlight=False)
+        if not finished:
+            console.print(f"[yellow]time budget reached during {kind}; run the same command again to "
+                          "continue where it stopped[/yellow]")
+            break
+    return databases
+
+
+def _bars(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[layer]}"), TimeElapsedColumn(), console=console)
+
+
+def summary_table(db: TuningDatabase, tasks: list[Task]) -> Table:
+    table = Table(title=f"{db.kind} on {db.device}", title_justify="left")
+    for col in ("workload (first layer)", "measured", "failed", "best", "median ms", "GFLOP/s"):
+        table.add_column(col, justify="right" if col in ("measured", "failed", "median ms", "GFLOP/s") else "left")
+    for task in tasks:
+        record = db.records.get(task.workload)
+        if record is None:
+            table.add_row(task.layer.id, f"0/{len(task.space)}", "0", "-", "-", "-")
+            continue
+        best = record.best()
+        failed = sum(1 for c in record.candidates if not c.ok)
+        if best is None:
+            table.add_row(task.layer.id, f"{len(record.candidates)}/{len(task.space)}", str(failed), "none", "-", "-")
+            continue
+        median = statistics.median(best.samples_ms)  # type: ignore[arg-type]
+        label = ", ".join(f"{k}={v}" for k, v in best.params.items())
+        table.add_row(task.layer.id, f"{len(record.candidates)}/{len(task.space)}", str(failed), label,
+                      f"{median:.3f}", f"{task.layer.flops / (median * 1e6):.1f}")
+    return table

@@ -1,0 +1,124 @@
+"""A schedule template for TVM's direct 3x3 convolution, and its search space.
+
+MetaSchedule's generic search spent most of its time here in 30-second builder timeouts, so
+the `tvm` build uses a template written for this one operator, with a small search over its
+knobs. The template works on the PrimFunc that FuseTIR makes of one conv layer
+(blocks pad_temp -> conv2d_nchw -> T_add [-> compute (ReLU)]), NCHW/OIHW:
+
+    parallel over row tiles (and optionally channel/column tiles)
+      [pad the rows this tile needs]                       order "yfx_pad"
+      for channel tile, column tile:
+        acc[tf][ty][tx] = 0
+        for ci, kh, kw (kw unrolled):
+          acc[f][y][x] += in[ci, y+kh, x+kw] * w[f, ci, kh, kw]   (tx-wide FMAs, w broadcast)
+        out = relu(acc + bias)                             (epilogue fused per tile)
+
+tf x ty x (tx / simd) accumulators stay in vector registers: the knobs are the register tile
+and the loop order. Non-divisible tiles work through predicates but run 2-4x slower, so the
+space only holds divisors.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from harness.model.layers import Layer
+
+ORDERS = ("fyx", "yfx", "yfx_pad")
+
+
+@dataclass(frozen=True)
+class ConvParams:
+    tf: int  # output channels per register tile
+    ty: int  # output rows per register tile
+    tx: int  # output columns per register tile (the vectorised axis)
+    order: str  # "fyx": channel tiles outermost; "yfx": row tiles outermost; "yfx_pad": same,
+    #             padding computed per row tile and parallel over rows only
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ConvParams:
+        return cls(int(d["tf"]), int(d["ty"]), int(d["tx"]), str(d["order"]))
+
+    @property
+    def key(self) -> str:
+        return f"tf{self.tf}_ty{self.ty}_tx{self.tx}_{self.order}"
+
+
+def search_space(layer: Layer, simd_lanes: int = 8, max_acc: int = 14) -> list[ConvParams]:
+    """Register tiles that fit: between 8 and max_acc vector accumulators where the layer is
+    big enough, fewer where it is not (e.g. 3 output channels in the head)."""
+    _, c_out, h, w = layer.out_shape
+    widths = [t for t in (simd_lanes, 2 * simd_lanes, 3 * simd_lanes, 4 * simd_lanes) if w % t == 0] or [w]
+    space = []
+    for tx in widths:
+        vecs = max(1, tx // simd_lanes)
+        for ty in (t for t in (1, 2, 4) if h % t == 0):
+            most = min(max_acc, c_out * ty * vecs)
+            least = min(8, most)
+            for tf in (f for f in range(1, min(c_out, 16) + 1) if c_out % f == 0):
+                if least <= tf * ty * vecs <= most:
+                    space += [ConvParams(tf, ty, tx, order) for order in ORDERS]
+    return space
+
+
+def default_params(layer: Layer, simd_lanes: int = 8) -> ConvParams:
+    """What an untuned build uses: the first tile of the space, rows outermost."""
+    space = [p for p in search_space(layer, simd_lanes) if p.order == "yfx_pad"]
+    return space[0] if space else ConvParams(1, 1, layer.out_shape[3], "yfx")
+
+
+def schedule_conv(sch, params: ConvParams):
+    """Apply the template in place to a tvm.s_tir.Schedule of one fused conv PrimFunc."""
+    conv = sch.get_sblock("conv2d_nchw")
+    epilogue = _fold_epilogue(sch, conv)
+    n, f, y, x, rc, ry, rx = sch.get_loops(conv)
+    fo, fi = sch.split(f, [None, params.tf])
+    yo, yi = sch.split(y, [None, params.ty])
+    xo, xi = sch.split(x, [None, params.tx])
+    if params.order == "fyx":
+        sch.reorder(n, fo, yo, xo, rc, ry, rx, fi, yi, xi)
+    else:
+        sch.reorder(n, yo, fo, xo, rc, ry, rx, fi, yi, xi)
+    if epilogue is not None:
+        sch.reverse_compute_at(epilogue, xo, preserve_unit_loops=True)
+        sch.vectorize(sch.get_loops(epilogue)[-1])
+    # parallel and vectorize must come before decompose_reduction: the parallel check needs
+    # the compact dataflow that the split init/update pair no longer has.
+    if params.order == "fyx":
+        outer = sch.fuse(n, fo, yo, xo)
+    elif params.order == "yfx":
+        outer = sch.fuse(n, yo, fo, xo)
+    else:
+        outer = sch.fuse(n, yo)
+    sch.parallel(outer)
+    sch.unroll(rx)
+    sch.unroll(fi)
+    sch.unroll(yi)
+    sch.vectorize(xi)
+    init = sch.decompose_reduction(conv, rc)
+    sch.vectorize(sch.get_loops(init)[-1])
+    pad = sch.get_sblock("pad_temp")
+    if params.order == "yfx_pad":
+        sch.compute_at(pad, outer, preserve_unit_loops=True)
+    else:
+        sch.parallel(sch.fuse(*sch.get_loops(pad)[:2]))
+    return sch
+
+
+def _fold_epilogue(sch, conv):
+    """Inline the elementwise chain after the conv (bias add, ...) into its last block, which
+    writes the function's output; return that block (None if the conv writes it)."""
+    block = conv
+    while True:
+        consumers = sch.get_consumers(block)
+        if not consumers:
+            return None if block == conv else block
+        if len(consumers) != 1:
+            raise ValueError("the conv epilogue is not a chain")
+        nxt = consumers[0]
+        if not sch.get_consumers(nxt):
+            return nxt
+        sch.compute_inline(nxt)

@@ -1,0 +1,108 @@
+"""Search tasks: what to measure for each distinct conv workload of a model, on this machine.
+
+Every candidate's output is checked against PyTorch's fp32 convolution before its time
+counts: a kernel that is fast and wrong (NNPACK's `direct` reports success on 1x1 without
+writing its output, for one) must never win.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from harness.devices.config import Device
+from harness.model.layers import Layer, LayerTable
+from harness.tuning.search import Task
+
+REPEATS = 5
+MIN_REPEAT_MS = 20  # each sample runs the kernel often enough to last this long
+
+
+def unique_conv_layers(table: LayerTable) -> list[Layer]:
+    """One layer per distinct conv workload, in table order."""
+    seen: dict[str, Layer] = {}
+    for layer in table.convs:
+        seen.setdefault(layer.workload_key(), layer)
+    return list(seen.values())
+
+
+def conv_data(layer: Layer, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    _, c_in, h, w = layer.in_shape
+    x = rng.standard_normal((1, c_in, h, w)).astype(np.float32)
+    wt = (rng.standard_normal((layer.out_channels, c_in, *layer.kernel)) * np.sqrt(2.0 / (c_in * 9))).astype(np.float32)
+    b = rng.uniform(-0.1, 0.1, layer.out_channels).astype(np.float32)
+    return {"x": x, "w": wt, "b": b, "ref": conv_reference(layer, x, wt, b)}
+
+
+def conv_reference(layer: Layer, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    import torch  # noqa: PLC0415
+    import torch.nn.functional as F  # noqa: PLC0415
+
+    y = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), padding=layer.padding)
+    return (F.relu(y) if layer.relu else y).numpy()
+
+
+def check_output(out: np.ndarray, ref: np.ndarray, tolerance: float) -> None:
+    error = float(np.max(np.abs(out.astype(np.float64) - ref)) / max(np.max(np.abs(ref)), 1e-30))
+    if not error <= tolerance:  # also catches NaN
+        raise ValueError(f"wrong output: max relative error {error:.3g} > {tolerance:.0e}")
+
+
+def time_tvm_kernel(func, target, data: dict[str, np.ndarray], dtype: str, tolerance: float) -> list[float]:
+    """Compile one layer's PrimFunc, verify it, return per-repeat times in ms."""
+    import tvm  # noqa: PLC0415
+
+    dev = tvm.cpu()
+    lib = tvm.compile(tvm.IRModule({"main": func}), target=target)
+    np_dtype = np.float16 if dtype == "float16" else np.float32
+    args = [tvm.runtime.tensor(a.astype(np_dtype), dev) for a in
+            (data["x"], data["w"], data["b"].reshape(1, -1, 1, 1), np.zeros_like(data["ref"]))]
+    lib.mod["main"](*args)
+    check_output(args[-1].numpy(), data["ref"], tolerance)
+    timer = lib.mod.time_evaluator("main", dev, number=1, repeat=REPEATS, min_repeat_ms=MIN_REPEAT_MS)
+    return [t * 1e3 for t in timer(*args).results]
+
+
+def time_callable(fn: Callable[[], Any], repeats: int = REPEATS, min_repeat_ms: float = MIN_REPEAT_MS) -> list[float]:
+    """time_evaluator's protocol for a Python callable: calibrate `number`, then repeat."""
+    import time  # noqa: PLC0415
+
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - t0, 1e-6)
+    number = max(1, int(np.ceil(min_repeat_ms / 1e3 / once)))
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        samples.append((time.perf_counter() - t0) / number * 1e3)
+    return samples
+
+
+def tvm_conv_tasks(table: LayerTable, device: Device, target, simd: int) -> list[Task]:
+    from harness.builds.tvm_common import layer_primfunc, schedule_primfunc  # noqa: PLC0415
+    from harness.tuning.conv_direct import ConvParams, schedule_conv, search_space  # noqa: PLC0415
+
+    tasks = []
+    for layer in unique_conv_layers(table):
+        func = layer_primfunc(layer, "float32", target)
+        data = conv_data(layer)
+
+        def measure(params: dict[str, Any], func=func, data=data) -> list[float]:
+            p = ConvParams.from_json(params)
+            scheduled = schedule_primfunc(func, lambda sch: schedule_conv(sch, p))
+            return time_tvm_kernel(scheduled, target, data, "float32", 1e-4)
+
+        tasks.append(Task(layer.workload_key(), layer, [p.to_json() for p in ranked(search_space(layer, simd))], measure))
+    return tasks
+
+
+def ranked(space):
+    """Most promising first, so that a small --trials budget still finds a good kernel:
+    rows outermost with per-tile padding, then about 12 accumulators."""
+    def score(p):
+        return (p.order != "yfx_pad", p.order != "yfx", abs(p.tf * p.ty * max(1, p.tx // 8) - 12), -p.tx)
+    return sorted(space, key=score)

@@ -1,0 +1,1 @@
+"""asv benchmark types for the UNet harness (see benchmarks/devicesamples.py)."""

@@ -1,0 +1,128 @@
+"""The regression detector on seeded synthetic histories with known break points, and on noise."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.history import compare_samples, detect_regressions, load_history, per_commit
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def harness(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def tiny_result(tmp_path_factory) -> Path:
+    """One real run of unet-tiny with two builds."""
+    out = tmp_path_factory.mktemp("run") / "tiny.json"
+    proc = harness("run", "--model", "unet-tiny", "--builds", "caffe2-nnpack,torch",
+                   "--repeats", "5", "--warmup", "1", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def synthetic(levels: list[float], seed: int, noise: float = 0.03, n: int = 10,
+              layer: str = "enc1.conv2") -> pd.DataFrame:
+    """One row per commit, like load_history's: samples = level x (1 + exponential noise),
+    skewed like real timings (never faster than the true time)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, level in enumerate(levels):
+        samples = list(level * (1 + rng.exponential(noise, n)))
+        rows.append({"build": "torch", "layer": layer, "commit": f"c{i:03d}", "status": "ok",
+                     "created_utc": f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}Z",
+                     "samples_ms": samples, "median_ms": float(np.median(samples))})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_one_step_is_found_at_its_exact_commit(seed):
+    found = detect_regressions(synthetic([1.0] * 10 + [1.3] * 10, seed))
+    assert [(r.layer, r.commit) for r in found] == [("enc1.conv2", "c010")]
+    assert found[0].ratio == pytest.approx(1.3, rel=0.05)
+    assert found[0].p_value < 0.01
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_staircase_gives_both_steps(seed):
+    found = detect_regressions(synthetic([1.0] * 7 + [1.3] * 6 + [1.7] * 7, seed))
+    assert [r.commit for r in found] == ["c007", "c013"]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_fixed_regression_is_not_open(seed):
+    assert detect_regressions(synthetic([1.0] * 10 + [1.3] * 5 + [1.0] * 5, seed)) == []
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_speedup_is_not_a_regression(seed):
+    assert detect_regressions(synthetic([1.3] * 10 + [1.0] * 10, seed)) == []
+
+
+def test_pure_noise_gives_no_alarm():
+    alarms = [r for seed in range(100) for r in detect_regressions(synthetic([1.0] * 20, seed, noise=0.05))]
+    assert alarms == []
+
+
+def test_a_step_below_the_threshold_is_not_reported():
+    history = synthetic([1.0] * 10 + [1.03] * 10, seed=1, noise=0.005)
+    assert detect_regressions(history, threshold=0.05) == []
+    assert [r.commit for r in detect_regressions(history, threshold=0.01)] == ["c010"]
+
+
+def test_layers_and_builds_are_separate_series():
+    slow = synthetic([1.0] * 6 + [2.0] * 6, seed=2, layer="enc1.conv2")
+    flat = synthetic([1.0] * 12, seed=3, layer="enc0.conv1")
+    found = detect_regressions(pd.concat([slow, flat]).sort_values("created_utc", kind="stable"))
+    assert [(r.layer, r.commit) for r in found] == [("enc1.conv2", "c006")]
+
+
+def test_compare_samples_needs_significance_and_size():
+    rng = np.random.default_rng(0)
+    base = list(1 + rng.exponential(0.02, 10))
+    slower = [x * 1.5 for x in rng.permutation(base)]
+    assert compare_samples(base, slower).verdict == "slower"
+    assert compare_samples(slower, base).verdict == "faster"
+    same = list(1 + rng.exponential(0.02, 10))
+    assert compare_samples(base, same).verdict == "same"
+    # Three samples a side can never reach p < 0.01 with an exact rank test: not flagged.
+    assert compare_samples(base[:3], slower[:3]).verdict == "same"
+    # Significant, but below the threshold.
+    assert compare_samples(base, [x * 1.5 for x in base], threshold=0.6).verdict == "same"
+
+
+def test_runs_of_one_commit_are_pooled(tmp_path, tiny_result):
+    doc = json.loads(tiny_result.read_text())
+    runs = tmp_path / "runs" / doc["device"]["name"]
+    runs.mkdir(parents=True)
+    for i, commit in enumerate(["a" * 40, "a" * 40, "b" * 40]):
+        doc["harness"]["commit"] = commit
+        doc["created_utc"] = f"2026-01-0{i + 1}T00:00:00.000000Z"
+        (runs / f"{i}.json").write_text(json.dumps(doc))
+    history = load_history(doc["device"]["name"], doc["model"]["name"], tmp_path)
+    layers = len(doc["builds"][0]["layers"])
+    assert len(history) == 3 * sum(len(b["layers"]) for b in doc["builds"])
+    assert list(history["created_utc"]) == sorted(history["created_utc"])
+    points = per_commit(history)
+    assert list(points["commit"].unique()) == ["a" * 40, "b" * 40]
+    first = points[(points["commit"] == "a" * 40)].iloc[0]
+    assert len(first["samples_ms"]) == 2 * len(doc["builds"][0]["layers"][0]["samples_ms"])
+    assert layers > 0
+    assert load_history("no-such-device", "unet-tiny", tmp_path).empty
+
+
+def test_compare_two_builds_within_one_result(tiny_result):
+    proc = harness("compare", str(tiny_result), "--builds", "caffe2-nnpack", "torch")
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| caffe2-nnpack -> torch |")]
+    layers = [layer["id"] for layer in json.loads(tiny_result.read_text())["builds"][0]["layers"]]
+    assert [row.split("|")[2].strip() for row in rows] == ["(end to end)", *layers]
