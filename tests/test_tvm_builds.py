@@ -1,5 +1,6 @@
 """The TVM builds on unet-tiny: real TVM compiles, real NNPACK, the real tuning search."""
 import json
+import re
 
 import pytest
 
@@ -126,3 +127,48 @@ def test_hybrid_search_measures_and_validates_every_candidate(table, device, tmp
 def test_tune_plans_the_tvm_database_before_the_hybrid():
     assert kinds_for(["tvm-nnpack"]) == ["tvm-conv2d", "tvm-nnpack"]
     assert "tvm-nnpack" in REGISTRY and TVMNNPACKBuild.tolerance == 1e-3
+
+
+@pytest.mark.parametrize("build_name", ["tvm", "tvm-nnpack"])
+def test_export_then_load_runs_from_the_artifacts_alone(table, device, tmp_path, build_name):
+    from harness.builds import get_build
+    from harness.builds.base import BuildContext
+    from harness.model.unet import make_input, make_weights
+    from harness.runner.run import reference_output
+
+    weights = make_weights(table)
+    opts = {"tuning_dir": tmp_path / "tuning"}
+    if build_name == "tvm-nnpack":
+        opts["force"] = {"enc1.conv2": "nnpack:wt8x8/precompute"}
+    ctx = BuildContext(table, weights, device, opts, device.cores)
+    build = get_build(build_name)
+    files = build.export(ctx, tmp_path / build_name)
+    assert sorted(f.name for f in files) == ["manifest.json", "module.so"]
+    # the device side: a fresh build object, only the artifacts and the seeded weights
+    exe = get_build(build_name).load(BuildContext(table, make_weights(table), device, {}, device.cores),
+                                     tmp_path / build_name)
+    x = make_input(table)
+    ref = reference_output(table, weights, x)
+    out = exe.run(x)
+    assert abs(out - ref).max() / abs(ref).max() < build.tolerance
+    _, times = exe.run_timed(x, __import__("time").perf_counter_ns)
+    assert set(times) == set(table.ids)
+    if build_name == "tvm-nnpack":
+        assert exe.impl("enc1.conv2") == "nnpack:wt8x8/precompute"
+
+
+@pytest.mark.parametrize("device_name,elf_class,machine", [("rasp3b", "ELF32", "ARM"), ("rasp4", "ELF64", "AArch64")])
+def test_unet_builds_cross_compile_to_arm_shared_objects(table, tmp_path, device_name, elf_class, machine):
+    import subprocess
+
+    from harness.builds import get_build
+    from harness.builds.base import BuildContext
+    from harness.model.unet import make_weights
+
+    pi = load_devices(REPO / "devices.yaml").get(device_name)
+    ctx = BuildContext(table, make_weights(table), pi, {"tuning_dir": tmp_path / "tuning"}, pi.cores)
+    files = get_build("tvm-nnpack").export(ctx, tmp_path / device_name)
+    so = next(f for f in files if f.suffix == ".so")
+    header = subprocess.run(["readelf", "-h", str(so)], capture_output=True, text=True, check=True).stdout
+    assert re.search(rf"Class:\s+{elf_class}", header) and re.search(rf"Machine:\s+{machine}\b", header)
+    assert "DYN (Shared object file)" in header

@@ -7,8 +7,13 @@ resize kernels, which are memory-bound, get a fixed parallel schedule.
 """
 from __future__ import annotations
 
+import json
+from abc import abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
+from harness.builds.base import Build, BuildContext
 from harness.builds.tvm_relax import func_name
 from harness.devices.config import Device
 from harness.model.layers import CONV, Layer, LayerTable
@@ -117,3 +122,67 @@ def layer_primfunc(layer: Layer, dtype: str, target):
 
     funcs = primfuncs(lower(emit_layer(layer, dtype), target))
     return funcs[func_name(layer.id)].with_attr("global_symbol", "main")
+
+
+@dataclass
+class Plan:
+    """A TVM build decided: the scheduled module and what the VM needs beside it."""
+
+    mod: Any  # the lowered, scheduled IRModule
+    params: list[Any]  # main's weight arguments
+    impls: dict[str, str]  # layer id -> implementation label
+    notes: list[str] = field(default_factory=list)
+    external: dict[str, str] = field(default_factory=dict)  # layer id -> global function name
+    keepalive: list[Any] = field(default_factory=list)
+
+
+MODULE_FILE = "module.so"
+MANIFEST_FILE = "manifest.json"
+
+
+class TVMBuildBase(Build):
+    """Compile a Plan here, or export it for a device (cross-compiled) and load it there."""
+
+    def unavailable(self, device: Device) -> str | None:
+        try:
+            import tvm  # noqa: F401, PLC0415
+        except ImportError as exc:
+            return f"Apache TVM is not installed ({exc}); pip install apache-tvm==0.27.0.post1"
+        return None
+
+    @abstractmethod
+    def plan(self, ctx: BuildContext) -> Plan: ...
+
+    def runtime_parts(self, ctx: BuildContext, manifest: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+        """On the device: main's weight arguments and objects to keep alive (externals)."""
+        from harness.builds.tvm_relax import relax_params  # noqa: PLC0415
+
+        return relax_params(ctx.table, ctx.weights, manifest.get("dtype", "float32"), manifest["external"]), []
+
+    def compile(self, ctx: BuildContext):
+        from harness.builds.tvm_vm import VMExecutable  # noqa: PLC0415
+
+        p = self.plan(ctx)
+        return VMExecutable(compile_module(p.mod, make_target(ctx.device)), p.params, ctx.table.ids, p.impls,
+                            external=p.external, keepalive=p.keepalive, notes=p.notes)
+
+    def export(self, ctx: BuildContext, out_dir: Path) -> list[Path]:
+        from harness.deploy.cross import export_for_device  # noqa: PLC0415
+
+        p = self.plan(ctx)
+        module = export_for_device(compile_module(p.mod, make_target(ctx.device)), ctx.device, out_dir / MODULE_FILE)
+        manifest = out_dir / MANIFEST_FILE
+        manifest.write_text(json.dumps({"build": self.name, "impls": p.impls, "notes": p.notes,
+                                        "external": p.external, "dtype": getattr(self, "dtype", "float32")}))
+        return [module, manifest]
+
+    def load(self, ctx: BuildContext, artifact_dir: Path):
+        import tvm  # noqa: PLC0415
+
+        from harness.builds.tvm_vm import VMExecutable  # noqa: PLC0415
+
+        manifest = json.loads((artifact_dir / MANIFEST_FILE).read_text())
+        params, keep = self.runtime_parts(ctx, manifest)
+        module = tvm.runtime.load_module(str(artifact_dir / MODULE_FILE))
+        return VMExecutable(module, params, ctx.table.ids, manifest["impls"], external=manifest["external"],
+                            keepalive=keep, notes=manifest["notes"])

@@ -20,11 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from harness.builds.base import Build, BuildContext
-from harness.builds.tvm_common import compile_module, lower, make_target, schedule_network, target_dict
-from harness.builds.tvm_pure import conv_choice, tuning_notes, tvm_unavailable
+from harness.builds.base import BuildContext
+from harness.builds.tvm_common import Plan, TVMBuildBase, lower, make_target, schedule_network, target_dict
+from harness.builds.tvm_pure import conv_choice, tuning_database, tuning_notes
 from harness.builds.tvm_relax import emit_relax
-from harness.builds.tvm_vm import VMExecutable
 from harness.devices.config import Device
 from harness.errors import UserError
 from harness.kernels import nnpack
@@ -81,44 +80,53 @@ def layer_choice(layer: Layer, choices: TuningDatabase, forced: dict[str, str]) 
     return best["impl"] if best else TVM_IMPL
 
 
-class TVMNNPACKBuild(Build):
+def global_name(table: LayerTable, layer_id: str, impl: str) -> str:
+    """Deterministic, so a device loading the exported module registers the same names, and
+    unique per model, layer and choice, so two hybrid modules in one process never collide."""
+    return f"harness.nnpack.{table.config.name}.{layer_id}.{impl.replace(':', '.').replace('/', '.')}"
+
+
+class TVMNNPACKBuild(TVMBuildBase):
     name = "tvm-nnpack"
     description = "TVM with, per layer, the fastest of its tuned kernel and NNPACK's algorithms"
     tolerance = 1e-3  # Winograd/FFT layers reorder fp32 sums
 
     def unavailable(self, device: Device) -> str | None:
-        return tvm_unavailable() or nnpack.available()
+        return super().unavailable(device) or nnpack.available()
 
-    def compile(self, ctx: BuildContext) -> VMExecutable:
-        target = make_target(ctx.device)
-        root = {"root": ctx.options["tuning_dir"]} if "tuning_dir" in ctx.options else {}
-        tvm_db = load_database(ctx.device.name, "tvm-conv2d", target_dict(ctx.device), **root)
-        choices = load_database(ctx.device.name, "tvm-nnpack", target_dict(ctx.device), **root)
+    def register_nnpack_layers(self, ctx: BuildContext, impls: dict[str, str]) -> tuple[dict[str, str], list[Any]]:
+        """Create and register the NNPACK kernels of the layers that chose NNPACK."""
+        pool = nnpack.ThreadPool(ctx.threads)
+        external: dict[str, str] = {}
+        keep: list[Any] = [pool]
+        for layer in ctx.table.convs:
+            if impls[layer.id].startswith("nnpack:"):
+                w = ctx.weights[layer.id]
+                conv = make_nnpack_conv(layer, w.weight, w.bias, impls[layer.id], pool)
+                external[layer.id] = global_name(ctx.table, layer.id, impls[layer.id])
+                register_nnpack_layer(external[layer.id], conv)
+                keep.append(conv)
+        return external, keep
+
+    def plan(self, ctx: BuildContext) -> Plan:
+        tvm_db = tuning_database(ctx, "tvm-conv2d")
+        choices = tuning_database(ctx, "tvm-nnpack")
         forced = dict(ctx.options.get("force", {}))
         unknown = set(forced) - {layer.id for layer in ctx.table.convs}
         if unknown:
             raise UserError(f"forced layer {sorted(unknown)[0]!r} is not a convolution of {ctx.table.config.name}")
-
-        pool = nnpack.ThreadPool(ctx.threads)
         impls = {layer.id: TVM_IMPL for layer in ctx.table}
-        external: dict[str, str] = {}
-        keep: list[Any] = [pool]
-        prefix = f"harness.nnpack.{id(self):x}"
         tvm_params = {}
         for layer in ctx.table.convs:
             impl = layer_choice(layer, choices, forced)
             if impl == TVM_IMPL:
                 tvm_params[layer.id], impls[layer.id] = conv_choice(layer, tvm_db, ctx.device)
-                continue
-            w = ctx.weights[layer.id]
-            conv = make_nnpack_conv(layer, w.weight, w.bias, impl, pool)
-            external[layer.id] = f"{prefix}.{layer.id}"
-            register_nnpack_layer(external[layer.id], conv)
-            keep.append(conv)
-            impls[layer.id] = conv.impl
-
+            else:
+                parse_impl(impl)
+                impls[layer.id] = impl
+        external, keep = self.register_nnpack_layers(ctx, impls)
         emitted = emit_relax(ctx.table, ctx.weights, external=external)
-        mod = schedule_network(lower(emitted.mod, target), ctx.table,
+        mod = schedule_network(lower(emitted.mod, make_target(ctx.device)), ctx.table,
                                lambda layer: (lambda sch: schedule_conv(sch, tvm_params[layer.id])),
                                skip=set(external))
         untuned = [lid for lid, impl in impls.items() if impl == "tvm:untuned"]
@@ -128,8 +136,14 @@ class TVMNNPACKBuild(Build):
         if unchosen:
             notes.append(f"no hybrid choice for {len(unchosen)} conv layer(s), TVM used: run "
                          f"`harness tune --device {ctx.device.name} --builds tvm-nnpack`")
-        return VMExecutable(compile_module(mod, target), emitted.params, ctx.table.ids, impls,
-                            external=external, keepalive=keep, notes=notes)
+        return Plan(mod, emitted.params, impls, notes, external, keep)
+
+    def runtime_parts(self, ctx: BuildContext, manifest: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+        params, _ = super().runtime_parts(ctx, manifest)
+        external, keep = self.register_nnpack_layers(ctx, manifest["impls"])
+        if external != manifest["external"]:
+            raise RuntimeError("the device's NNPACK layers differ from the exported module's")
+        return params, keep
 
 
 def hybrid_tasks(table: LayerTable, device: Device, db: TuningDatabase, root: Path) -> list[Task]:

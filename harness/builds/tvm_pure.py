@@ -9,23 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.builds.base import Build, BuildContext
-from harness.builds.tvm_common import (compile_module, lower, make_target, schedule_network, simd_lanes,
-                                       target_dict)
+from harness.builds.base import BuildContext
+from harness.builds.tvm_common import Plan, TVMBuildBase, lower, make_target, schedule_network, simd_lanes, target_dict
 from harness.builds.tvm_relax import emit_relax
-from harness.builds.tvm_vm import VMExecutable, tvm_threads
+from harness.builds.tvm_vm import tvm_threads
 from harness.devices.config import Device
-from harness.model.layers import CONV, Layer
+from harness.model.layers import Layer
 from harness.tuning.conv_direct import ConvParams, default_params, schedule_conv
 from harness.tuning.database import TuningDatabase, load_database
 
 
-def tvm_unavailable() -> str | None:
-    try:
-        import tvm  # noqa: F401, PLC0415
-    except ImportError as exc:
-        return f"Apache TVM is not installed ({exc}); pip install apache-tvm==0.27.0.post1"
-    return None
+def tuning_database(ctx: BuildContext, kind: str) -> TuningDatabase:
+    """The device's database of `kind`; tests point `tuning_dir` at a scratch directory."""
+    root = {"root": ctx.options["tuning_dir"]} if "tuning_dir" in ctx.options else {}
+    return load_database(ctx.device.name, kind, target_dict(ctx.device), **root)
 
 
 def conv_choice(layer: Layer, db: TuningDatabase, device: Device) -> tuple[ConvParams, str]:
@@ -48,25 +45,19 @@ def tuning_notes(db: TuningDatabase, device: Device, untuned: list[str]) -> list
     return notes
 
 
-class TVMBuild(Build):
+class TVMBuild(TVMBuildBase):
     name = "tvm"
     description = "Apache TVM, fused layers, conv schedules tuned per device"
     tolerance = 1e-4
 
-    def unavailable(self, device: Device) -> str | None:
-        return tvm_unavailable()
-
-    def compile(self, ctx: BuildContext) -> VMExecutable:
-        target = make_target(ctx.device)
-        db = load_database(ctx.device.name, "tvm-conv2d", target_dict(ctx.device),
-                           **({"root": ctx.options["tuning_dir"]} if "tuning_dir" in ctx.options else {}))
-        impls: dict[str, str] = {layer.id: "tvm" for layer in ctx.table}
-        choices: dict[str, Any] = {}
+    def plan(self, ctx: BuildContext) -> Plan:
+        db = tuning_database(ctx, "tvm-conv2d")
+        impls = {layer.id: "tvm" for layer in ctx.table}
+        choices: dict[str, ConvParams] = {}
         for layer in ctx.table.convs:
             choices[layer.id], impls[layer.id] = conv_choice(layer, db, ctx.device)
         emitted = emit_relax(ctx.table, ctx.weights)
-        mod = schedule_network(lower(emitted.mod, target), ctx.table,
+        mod = schedule_network(lower(emitted.mod, make_target(ctx.device)), ctx.table,
                                lambda layer: (lambda sch: schedule_conv(sch, choices[layer.id])))
         untuned = [lid for lid, impl in impls.items() if impl == "tvm:untuned"]
-        return VMExecutable(compile_module(mod, target), emitted.params, ctx.table.ids, impls,
-                            notes=tuning_notes(db, ctx.device, untuned))
+        return Plan(mod, emitted.params, impls, tuning_notes(db, ctx.device, untuned))

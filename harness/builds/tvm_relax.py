@@ -70,7 +70,6 @@ def emit_relax(table: LayerTable, weights: dict[str, ConvWeights], dtype: str = 
 
     external = external or {}
     bb = relax.BlockBuilder()
-    np_dtype = np.float16 if dtype == "float16" else np.float32
     in_dtype = "float32"  # the network's interface stays fp32; fp16 builds cast inside
 
     gvars = {layer.id: _emit_layer_function(bb, layer, [_src_shape(table, s) for s in layer.inputs], dtype)
@@ -78,7 +77,6 @@ def emit_relax(table: LayerTable, weights: dict[str, ConvWeights], dtype: str = 
 
     x = relax.Var("x", _tensor(table.config.input_shape, in_dtype))
     main_params = [x]
-    arrays: list[np.ndarray] = []
     wvars: dict[str, tuple] = {}
     for layer in table.convs:
         if layer.id in external:
@@ -87,8 +85,6 @@ def emit_relax(table: LayerTable, weights: dict[str, ConvWeights], dtype: str = 
         b = relax.Var(f"{func_name(layer.id)}_b", _tensor((1, layer.out_channels, 1, 1), dtype))
         wvars[layer.id] = (w, b)
         main_params += [w, b]
-        arrays += [weights[layer.id].weight.astype(np_dtype),
-                   weights[layer.id].bias.reshape(1, -1, 1, 1).astype(np_dtype)]
 
     with bb.function("main", main_params):
         with bb.dataflow():
@@ -106,7 +102,19 @@ def emit_relax(table: LayerTable, weights: dict[str, ConvWeights], dtype: str = 
                 result = bb.emit(relax.op.astype(result, in_dtype))
             out = bb.emit_output(result)
         bb.emit_func_output(out)
-    return Emitted(bb.get(), arrays)
+    return Emitted(bb.get(), relax_params(table, weights, dtype, external))
+
+
+def relax_params(table: LayerTable, weights: dict[str, ConvWeights], dtype: str = "float32",
+                 external: dict[str, str] | None = None) -> list[np.ndarray]:
+    """main's weight arguments, in order. Needs no TVM: a device rebuilds them from the seed."""
+    np_dtype = np.float16 if dtype == "float16" else np.float32
+    arrays: list[np.ndarray] = []
+    for layer in table.convs:
+        if layer.id not in (external or {}):
+            arrays += [weights[layer.id].weight.astype(np_dtype),
+                       weights[layer.id].bias.reshape(1, -1, 1, 1).astype(np_dtype)]
+    return arrays
 
 
 def _layer_param_types(layer: Layer, input_shapes: list, dtype: str) -> list:

@@ -69,5 +69,7 @@ def print_run(doc: dict[str, Any], console: Console) -> None:
         elif "max_rel_error" in b:
             console.print(f"{b['name']}: max relative error vs fp32 reference {b['max_rel_error']:.2e} "
                           f"(tolerance {b['tolerance']:.0e})", highlight=False)
+        for note in b.get("notes", []):
+            console.print(f"{escape(b['name'])}: {escape(note)}", highlight=False)
     for w in run_warnings(doc):
         console.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False)
