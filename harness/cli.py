@@ -72,7 +72,7 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
 
     device = load_devices(args.devices_file).get(args.device)
     budget = Budget.of(args.trials, args.minutes)
-    tune(device, get_model(args.model), args.builds or list(TUNABLE), budget, console)
+    tune(device, get_model(args.model), args.builds or list(TUNABLE), budget, console, restart=args.restart)
     return 0
 
 
@@ -166,6 +166,8 @@ def make_parser() -> argparse.ArgumentParser:
     budget.add_argument("--minutes", type=float, default=None, help="stop starting candidates after M minutes")
     budget.add_argument("--trials", type=_positive_int, default=None,
                         help="at most N candidates per workload, counting earlier runs")
+    tune.add_argument("--restart", action="store_true",
+                      help="forget this model's earlier measurements and search again")
     tune.set_defaults(func=cmd_tune)
 
     devices = sub.add_parser("devices", help="inspect devices")

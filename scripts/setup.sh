@@ -39,4 +39,11 @@ if ! .venv/bin/pip install -q --disable-pip-version-check -e ".${extra}" > .venv
     echo "setup: pip install failed (log above, also in .venv/pip-install.log)" >&2
     exit 1
 fi
+# The asv_runner plugin for the suite in benchmarks/ (a distribution of its own: asv_runner
+# finds plugins by their distribution name, asv_bench_*).
+if ! .venv/bin/pip install -q --disable-pip-version-check --no-build-isolation -e plugins/asv_bench_harness >> .venv/pip-install.log 2>&1; then
+    cat .venv/pip-install.log >&2
+    echo "setup: installing the asv plugin failed" >&2
+    exit 1
+fi
 .venv/bin/python -c "import harness, torch, tvm" || { echo "setup: the install is broken" >&2; exit 1; }

@@ -99,11 +99,12 @@ class SSHServer:
     def device_entry(self) -> dict[str, Any]:
         return yaml.safe_load((self.dir / "devices.yaml").read_text())["devices"]["loopback"]
 
-    def devices_file(self, path: Path, **overrides: Any) -> Path:
-        """A devices file with a `loopback` device for this server, fields overridden."""
+    def devices_file(self, path: Path, local: dict[str, Any] | None = None, **overrides: Any) -> Path:
+        """A devices file with a `loopback` device for this server (fields overridden, None
+        removes one) and a `local` device (with `local`'s fields)."""
         entry = {k: v for k, v in {**self.device_entry(), **overrides}.items() if v is not None}
         path.write_text(yaml.safe_dump({"default": "loopback", "devices": {
-            "loopback": entry, "local": {"transport": "local"}}}))
+            "loopback": entry, "local": {"transport": "local", **(local or {})}}}))
         return path
 
 

@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,22 +9,7 @@ import pytest
 
 from harness.history import compare_samples, detect_regressions, load_history, per_commit
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def harness(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
-                          cwd=REPO, timeout=600)
-
-
-@pytest.fixture(scope="module")
-def tiny_result(tmp_path_factory) -> Path:
-    """One real run of unet-tiny with two builds."""
-    out = tmp_path_factory.mktemp("run") / "tiny.json"
-    proc = harness("run", "--model", "unet-tiny", "--builds", "caffe2-nnpack,torch",
-                   "--repeats", "5", "--warmup", "1", "--output", str(out))
-    assert proc.returncode == 0, proc.stderr
-    return out
+from tests.conftest import run_cli
 
 
 def synthetic(levels: list[float], seed: int, noise: float = 0.03, n: int = 10,
@@ -121,7 +103,7 @@ def test_runs_of_one_commit_are_pooled(tmp_path, tiny_result):
 
 
 def test_compare_two_builds_within_one_result(tiny_result):
-    proc = harness("compare", str(tiny_result), "--builds", "caffe2-nnpack", "torch")
+    proc = run_cli("compare", str(tiny_result), "--builds", "caffe2-nnpack", "torch")
     assert proc.returncode == 0, proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| caffe2-nnpack -> torch |")]
     layers = [layer["id"] for layer in json.loads(tiny_result.read_text())["builds"][0]["layers"]]

@@ -3,7 +3,7 @@ end to end, on two real commits of a scratch copy of this checkout: the second t
 test knob (harness/runner/testknob.py) that slows enc1.conv2 by a 20 ms busy-wait, a 100x step
 on a sub-millisecond layer. The local device is cut to 1 thread in the scratch devices.yaml:
 OpenMP threads spinning at barriers on 2 shared cores slowed whole runs 30x under load here,
-and a single thread degrades with load far less. The thresholds below (4x) then only let the
+and a single thread degrades with load far less. The thresholds below (21x) then only let the
 knob's step through, never the machine's noise.
 """
 from __future__ import annotations
@@ -17,22 +17,14 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-            timeout: float = 600) -> subprocess.CompletedProcess:
-    """`python -m harness ...` in a subprocess, as a user runs it."""
-    import os  # noqa: PLC0415
-
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
-                          env=full_env, cwd=cwd or REPO, timeout=timeout)
+from tests.conftest import REPO, run_cli
 
 SLOW = "enc1.conv2"
 SUITE = ["--model", "unet-tiny", "--builds", "torch", "--repeats", "10", "--warmup", "1"]
 # Far looser than the defaults (5 %): only the 20 ms step must clear them, never noise.
-LOOSE = ["--threshold", "3", "--alpha", "0.01"]
+# With other jobs loading the 2 cores (load average 8 seen), untouched layers moved up to 3x
+# between runs; the knob moves its layer ~200x.
+LOOSE = ["--threshold", "20", "--alpha", "0.01"]
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -141,7 +133,8 @@ def _flagged_layers(asv_compare_output: str) -> set[str]:
     """Layer params of the benchmarks `asv compare` marks '+' (slower)."""
     flagged = set()
     for line in asv_compare_output.splitlines():
-        if line.lstrip().startswith("+"):
+        cells = line.split("|")  # asv 0.6 prints a markdown table; the first column is the mark
+        if len(cells) > 2 and cells[1].strip() == "+":
             flagged.update(re.findall(r"'torch', '([\w.]+)'", line))
             if "EndToEnd" in line:
                 flagged.add("(end to end)")
@@ -150,14 +143,14 @@ def _flagged_layers(asv_compare_output: str) -> set[str]:
 
 def test_asv_compare_flags_exactly_that_layer_with_the_right_sign(scratch):
     c1, c2 = scratch.commits
-    proc = scratch.asv("compare", c1, c2, "--machine", "local", "--factor", "4", "--split")
+    proc = scratch.asv("compare", c1, c2, "--machine", "local", "--factor", "21", "--split")
     assert proc.returncode == 0, proc.stderr
     # The whole network is slower by the same 20 ms: end to end may be flagged too.
     assert _flagged_layers(proc.stdout) - {"(end to end)"} == {SLOW}
     # Reversed, the same change is an improvement ('-'), never a '+'.
-    back = scratch.asv("compare", c2, c1, "--machine", "local", "--factor", "4", "--split")
+    back = scratch.asv("compare", c2, c1, "--machine", "local", "--factor", "21", "--split")
     assert _flagged_layers(back.stdout) == set()
-    assert re.search(rf"^\s*-.*devicetime_layer\('torch', '{SLOW}'\)", back.stdout, re.M)
+    assert re.search(rf"^\|\s*-\s*\|.*devicetime_layer\('torch', '{SLOW}'\)", back.stdout, re.M)
 
 
 def _markdown_regressions(text: str) -> set[str]:

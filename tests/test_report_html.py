@@ -150,6 +150,20 @@ def test_html_in_names_and_messages_is_escaped_and_a_failed_build_is_shown(resul
     assert all(w > 0 for w in loaded.image_widths())
 
 
+def test_a_run_where_every_build_failed_still_makes_a_clean_page(result, tmp_path, open_page):
+    def all_failed(doc):
+        for build in doc["builds"]:
+            build.update(status="failed", message=f"{build['name']} crashed", e2e=None, layers=[])
+
+    loaded = open_page(write_run_report([_edited(result, tmp_path / "f.json", all_failed)], tmp_path / "r",
+                                        results_root=tmp_path / "store"))
+    assert loaded.errors == [] and loaded.image_widths() == []
+    rows = loaded.page.locator("#builds tbody tr.build-failed")
+    assert rows.count() == 2 and "caffe2-nnpack crashed" in rows.first.inner_text()
+    assert loaded.page.locator("table#layers tbody tr").count() == 0
+    assert "baseline build caffe2-nnpack failed" in loaded.page.locator("#baseline-note").inner_text()
+
+
 def test_effective_flops_above_the_peak_are_labelled_and_explained(result, tmp_path, open_page):
     peak = load_result(result)["device"]["peak_gflops"]["fp32"]
 

@@ -27,7 +27,9 @@ def loopback(server: SSHServer, tmp_path: Path, **overrides):
 
 def test_remote_run_matches_local_and_records_the_device(sshd: SSHServer, tmp_path: Path):
     env = ssh_env(tmp_path / "home")
-    devices = sshd.devices_file(tmp_path / "devices.yaml")
+    # One thread on both sides: on a shared, oversubscribed 2-core host, two-thread OpenMP
+    # spinning makes single runs vary by 100x, which would say nothing about the transport.
+    devices = sshd.devices_file(tmp_path / "devices.yaml", local={"cores": 1}, cores=1)
     remote = harness_cli([*RUN, "--devices-file", str(devices), "--output", str(tmp_path / "remote.json")], env)
     assert remote.returncode == 0, remote.stderr
     local = harness_cli([*RUN, "--devices-file", str(devices), "--device", "local",

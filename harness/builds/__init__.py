@@ -15,6 +15,7 @@ REGISTRY: dict[str, str] = {
     "caffe2-nnpack": "harness.builds.caffe2_nnpack:Caffe2NNPACKBuild",
     "tvm": "harness.builds.tvm_pure:TVMBuild",
     "tvm-nnpack": "harness.builds.tvm_nnpack:TVMNNPACKBuild",
+    "fp16-winograd": "harness.builds.fp16_winograd:FP16WinogradBuild",
     "torch": "harness.builds.torch_ref:TorchBuild",
 }
 BASELINE = "caffe2-nnpack"

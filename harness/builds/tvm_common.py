@@ -145,7 +145,7 @@ class TVMBuildBase(Build):
 
     def unavailable(self, device: Device) -> str | None:
         try:
-            import tvm  # noqa: F401, PLC0415
+            import tvm  # noqa: F401, PLC0415 - only whether it imports
         except ImportError as exc:
             return f"Apache TVM is not installed ({exc}); pip install apache-tvm==0.27.0.post1"
         return None

@@ -7,8 +7,6 @@ the template's default tile and is reported as `tvm:untuned`.
 """
 from __future__ import annotations
 
-from typing import Any
-
 from harness.builds.base import BuildContext
 from harness.builds.tvm_common import Plan, TVMBuildBase, lower, make_target, schedule_network, simd_lanes, target_dict
 from harness.builds.tvm_relax import emit_relax

@@ -63,17 +63,23 @@ def _layer_body(layer: Layer, args: list, dtype: str, out_hw: tuple[int, int]):
 
 
 def emit_relax(table: LayerTable, weights: dict[str, ConvWeights], dtype: str = "float32",
-               external: dict[str, str] | None = None) -> Emitted:
+               external: dict[str, str] | None = None, kernels: dict[str, Any] | None = None) -> Emitted:
     """The UNet as Relax. `external` maps layer ids to global function names called through
-    R.call_dps_packed (destination-passing: the callee writes into the output tensor)."""
+    R.call_dps_packed (destination-passing: the callee writes into the output tensor).
+    `kernels` maps layer ids to ready (scheduled) PrimFuncs (the layer's inputs, [weight, bias,]
+    out), added under the layer's name and called with call_tir; a conv's weight argument is
+    weights[id].weight as given, whatever its shape (e.g. Winograd-transformed)."""
     from tvm import relax  # noqa: PLC0415
 
     external = external or {}
     bb = relax.BlockBuilder()
     in_dtype = "float32"  # the network's interface stays fp32; fp16 builds cast inside
 
+    kernels = kernels or {}
     gvars = {layer.id: _emit_layer_function(bb, layer, [_src_shape(table, s) for s in layer.inputs], dtype)
-             for layer in table if layer.id not in external}
+             for layer in table if layer.id not in external and layer.id not in kernels}
+    for lid, prim in kernels.items():  # already scheduled: FuseOps must not merge it (opaque)
+        gvars[lid] = bb.add_func(prim.with_attrs({"global_symbol": func_name(lid), "op_pattern": 8}), func_name(lid))
 
     x = relax.Var("x", _tensor(table.config.input_shape, in_dtype))
     main_params = [x]
@@ -96,7 +102,9 @@ def emit_relax(table: LayerTable, weights: dict[str, ConvWeights], dtype: str = 
                         external[layer.id], ins, out_ty=_tensor(layer.out_shape, dtype)))
                 else:
                     ins += list(wvars.get(layer.id, ()))
-                    acts[layer.id] = bb.emit(relax.Call(gvars[layer.id], ins))
+                    acts[layer.id] = bb.emit(
+                        relax.call_tir(gvars[layer.id], ins, out_ty=_tensor(layer.out_shape, dtype))
+                        if layer.id in kernels else relax.Call(gvars[layer.id], ins))
             result = acts[table.output_id]
             if dtype != in_dtype:
                 result = bb.emit(relax.op.astype(result, in_dtype))

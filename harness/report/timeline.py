@@ -22,12 +22,14 @@ def history_runs(device: str, model: str, results_root: Path, extra: Sequence[Pa
     known = set(stored["file"].map(lambda f: str(Path(f).resolve())))
     others = [p for p in extra if str(Path(p).resolve()) not in known]
     frame = stored
-    if others:
-        more = layers_frame(others)
+    more = layers_frame(others) if others else pd.DataFrame()
+    if not more.empty:  # empty (no columns at all) when those runs have no layers
         more = more.assign(commit=more["commit"].fillna(more["file"]))
         frame = pd.concat([stored, more], ignore_index=True) if not stored.empty else more
     if commits is not None:
         frame = frame[frame["commit"].isin(list(commits))]
+    # Only successful builds have a history (and per_commit needs at least one such row).
+    frame = frame[frame["status"] == "ok"] if not frame.empty else frame
     return frame.sort_values("created_utc", kind="stable").reset_index(drop=True)
 
 

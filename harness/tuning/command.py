@@ -53,7 +53,9 @@ def kinds_for(builds: list[str]) -> list[str]:
 
 
 def tune(device: Device, table: LayerTable, builds: list[str], budget: Budget, console: Console,
-         root: Path = TUNING_DIR) -> list[TuningDatabase]:
+         root: Path = TUNING_DIR, restart: bool = False) -> list[TuningDatabase]:
+    """Tune what `builds` need for `table` on `device`. restart forgets this model's earlier
+    measurements first (after a compiler upgrade, or to re-measure on a quiet machine)."""
     if device.transport != "local":
         raise UserError(f"device {device.name!r}: tuning measures kernels on the device itself and is "
                         "only supported for local devices so far; run `harness tune` on the board")
@@ -63,6 +65,9 @@ def tune(device: Device, table: LayerTable, builds: list[str], budget: Budget, c
     for kind in kinds_for(builds):
         db = load_database(device.name, kind, target_dict(device), root)
         tasks = task_factory(kind)(table, device, db, root)
+        if restart:
+            for task in tasks:
+                db.records.pop(task.workload, None)
         with _bars(console) as bars:
             bar = bars.add_task(kind, total=None, layer="")
 

@@ -49,6 +49,7 @@ class WinogradParams:
     m: int  # output tile: F(m x m, 3x3)
     co_t: int  # output channels per GEMM register tile
     p_t: int  # tiles per GEMM register tile (the vectorised axis)
+    k_cache: bool = True  # widen kpack to the compute dtype once per (eps, nu), not per use
     algo: str = WINOGRAD
 
     def to_json(self) -> dict[str, Any]:
@@ -78,7 +79,7 @@ KernelParams = WinogradParams | DirectParams
 def params_from_json(d: dict[str, Any]) -> KernelParams:
     if d.get("algo") == DIRECT:
         return DirectParams(ConvParams.from_json(d))
-    return WinogradParams(int(d["m"]), int(d["co_t"]), int(d["p_t"]))
+    return WinogradParams(int(d["m"]), int(d["co_t"]), int(d["p_t"]), bool(d["k_cache"]))
 
 
 # ---------------------------------------------------------------- transforms (topi's matrices)
@@ -97,23 +98,25 @@ def transform_weights(weight: np.ndarray, m: int) -> np.ndarray:
     return np.einsum("ak,oikl,bl->abio", G, weight.astype(np.float64), G)
 
 
-def _combine(coeffs: np.ndarray, terms: list) -> Any:
+def _combine(coeffs: np.ndarray, terms: list, dtype: str) -> Any:
     """sum(c * t) over the non-zero coefficients, with the +-1 multiplications left out."""
+    from tvm import tirx  # noqa: PLC0415
+
     out = None
     for c, t in zip(coeffs, terms):
         if c == 0:
             continue
-        term = t if c == 1 else -t if c == -1 else t * float(c)
+        term = t if c == 1 else -t if c == -1 else t * tirx.const(float(c), dtype)
         out = term if out is None else out + term
     return out
 
 
-def _transform(matrix: np.ndarray, col, terms: list) -> Any:
+def _transform(matrix: np.ndarray, col, terms: list, dtype: str) -> Any:
     """sum_k matrix[k, col] * terms[k] for a loop variable `col`: one straight-line sum per
     column, selected by `col`. The schedule unrolls `col`, and the select folds away."""
     from tvm import tirx  # noqa: PLC0415
 
-    exprs = [_combine(matrix[:, j], terms) for j in range(matrix.shape[1])]
+    exprs = [_combine(matrix[:, j], terms, dtype) for j in range(matrix.shape[1])]
     out = exprs[-1]
     for j in range(len(exprs) - 2, -1, -1):
         out = tirx.Select(col == j, exprs[j], out)
@@ -122,52 +125,110 @@ def _transform(matrix: np.ndarray, col, terms: list) -> Any:
 
 # ---------------------------------------------------------------- computes
 
-def winograd_primfunc(layer: Layer, m: int, storage: str = "float16", compute: str = "float32"):
-    """(data, kpack, bias) -> out, all `storage`; arithmetic in `compute`. A te PrimFunc."""
+@dataclass(frozen=True)
+class Geometry:
+    """Tile counts of F(m x m, 3x3) over one layer's output plane."""
+
+    c_in: int
+    c_out: int
+    h: int
+    w: int
+    m: int
+
+    @property
+    def alpha(self) -> int:
+        return self.m + 2
+
+    @property
+    def n_h(self) -> int:
+        return -(-self.h // self.m)
+
+    @property
+    def n_w(self) -> int:
+        return -(-self.w // self.m)
+
+    @property
+    def tiles(self) -> int:
+        return self.n_h * self.n_w
+
+    @classmethod
+    def of(cls, layer: Layer, m: int) -> Geometry:
+        _, c_in, h, w = layer.in_shape
+        return cls(c_in, layer.out_channels, h, w, m)
+
+
+def input_transform(g: Geometry, data, compute: str):
+    """data (1, ci, h, w) -> V[eps, nu, ci, tile] = B^T d B, with the zero padding folded in.
+
+    Out-of-image reads use a clamped index under a select (both sides are evaluated, no branch),
+    so the row pass stays a plain vector loop along the image row."""
     from tvm import te, tirx  # noqa: PLC0415
 
-    _, ci_n, h, w = layer.in_shape
-    co_n = layer.out_channels
-    alpha = m + 2
-    A, B, _ = transform_matrices(m)
-    n_h, n_w = -(-h // m), -(-w // m)
-    tiles = n_h * n_w
-    pad_h, pad_w = n_h * m + 2, n_w * m + 2
+    _, B, _ = transform_matrices(g.m)
+    m, n_w = g.m, g.n_w
+    zero = tirx.const(0, compute)
 
-    data = te.placeholder((1, ci_n, h, w), storage, name="data")
-    kpack = te.placeholder((alpha, alpha, ci_n, co_n), storage, name="kpack")
-    bias = te.placeholder((1, co_n, 1, 1), storage, name="bias")
+    def row_in(c, y, x):  # input row y (padded coordinates), fp16 -> compute
+        inside = tirx.all(y >= 1, y <= g.h)
+        return tirx.Select(inside, data[0, c, tirx.max(tirx.min(y - 1, g.h - 1), 0), x].astype(compute), zero)
 
-    def padded(c, y, x):
-        inside = tirx.all(y >= 1, y <= h, x >= 1, x <= w)
-        return tirx.if_then_else(inside, data[0, c, y - 1, x - 1].astype(compute), tirx.const(0, compute))
-
-    pad = te.compute((ci_n, pad_h, pad_w), padded, name="pad")
-    rows = te.compute((ci_n, n_h, alpha, pad_w),
-                      lambda c, ty, e, x: _transform(B, e, [pad[c, ty * m + a, x] for a in range(alpha)]),
+    rows = te.compute((g.c_in, g.n_h, g.alpha, g.w),
+                      lambda c, ty, e, x: _transform(B, e, [row_in(c, ty * m + a, x) for a in range(g.alpha)], compute),
                       name="rows")
-    V = te.compute((alpha, alpha, ci_n, tiles),
-                   lambda e, nu, c, p: _transform(B, nu, [rows[c, p // n_w, e, (p % n_w) * m + b]
-                                                           for b in range(alpha)]),
-                   name="data_pack")
-    rc = te.reduce_axis((0, ci_n), name="rc")
-    M = te.compute((alpha, alpha, co_n, tiles),
-                   lambda e, nu, co, p: te.sum(V[e, nu, rc, p] * kpack[e, nu, rc, co].astype(compute), axis=rc),
-                   name="bgemm")
-    inv_rows = te.compute((co_n, m, alpha, tiles),
-                          lambda co, i, b, p: _transform(A, i, [M[a, b, co, p] for a in range(alpha)]),
+
+    def col_in(c, ty, e, x):  # column x of the row-transformed tile row (padded coordinates)
+        inside = tirx.all(x >= 1, x <= g.w)
+        return tirx.Select(inside, rows[c, ty, e, tirx.max(tirx.min(x - 1, g.w - 1), 0)], zero)
+
+    return te.compute((g.alpha, g.alpha, g.c_in, g.tiles),
+                      lambda e, nu, c, p: _transform(B, nu, [col_in(c, p // n_w, e, (p % n_w) * m + b)
+                                                             for b in range(g.alpha)], compute),
+                      name="data_pack")
+
+
+def batched_gemm(g: Geometry, V, kpack, compute: str):
+    """M[eps, nu, co, tile] = sum_ci V[eps, nu, ci, tile] * kpack[eps, nu, ci, co]."""
+    from tvm import te  # noqa: PLC0415
+
+    rc = te.reduce_axis((0, g.c_in), name="rc")
+    kf = te.compute(kpack.shape, lambda *i: kpack(*i).astype(compute), name="kpack_wide")
+    return te.compute((g.alpha, g.alpha, g.c_out, g.tiles),
+                      lambda e, nu, co, p: te.sum(V[e, nu, rc, p] * kf[e, nu, rc, co], axis=rc),
+                      name="bgemm")
+
+
+def inverse_transform(g: Geometry, M, bias, relu: bool, storage: str, compute: str):
+    """out (1, co, h, w) = storage(relu(A^T M A + bias))."""
+    from tvm import te, tirx  # noqa: PLC0415
+
+    A, _, _ = transform_matrices(g.m)
+    m, n_w = g.m, g.n_w
+    inv_rows = te.compute((g.c_out, m, g.alpha, g.tiles),
+                          lambda co, i, b, p: _transform(A, i, [M[a, b, co, p] for a in range(g.alpha)], compute),
                           name="inverse_rows")
-    inv = te.compute((co_n, m, m, tiles),
-                     lambda co, i, j, p: _transform(A, j, [inv_rows[co, i, b, p] for b in range(alpha)]),
+    inv = te.compute((g.c_out, m, m, g.tiles),
+                     lambda co, i, j, p: _transform(A, j, [inv_rows[co, i, b, p] for b in range(g.alpha)], compute),
                      name="inverse")
 
     def output(n, co, y, x):
         v = inv[co, y % m, x % m, (y // m) * n_w + x // m] + bias[0, co, 0, 0].astype(compute)
-        if layer.relu:
+        if relu:
             v = tirx.max(v, tirx.const(0, compute))
         return v.astype(storage)
 
-    out = te.compute((1, co_n, h, w), output, name="output")
+    return te.compute((1, g.c_out, g.h, g.w), output, name="output")
+
+
+def winograd_primfunc(layer: Layer, m: int, storage: str = "float16", compute: str = "float32"):
+    """(data, kpack, bias) -> out, all `storage`; arithmetic in `compute`. A te PrimFunc."""
+    from tvm import te  # noqa: PLC0415
+
+    g = Geometry.of(layer, m)
+    data = te.placeholder((1, g.c_in, g.h, g.w), storage, name="data")
+    kpack = te.placeholder((g.alpha, g.alpha, g.c_in, g.c_out), storage, name="kpack")
+    bias = te.placeholder((1, g.c_out, 1, 1), storage, name="bias")
+    V = input_transform(g, data, compute)
+    out = inverse_transform(g, batched_gemm(g, V, kpack, compute), bias, layer.relu, storage, compute)
     return te.create_prim_func([data, kpack, bias, out])
 
 
@@ -208,30 +269,40 @@ def _vectorize_inner(sch, loop, simd: int):
 
 
 def _schedule_input_transform(sch, simd: int) -> None:
+    """Parallel over (ci, tile row); per tile row, the row pass (along the image row, vector
+    by vector) feeds the column pass (one vector of tiles at a time, all alpha^2 outputs
+    straight-line so each strided gather is loaded once and shared)."""
     pack = sch.get_sblock("data_pack")
     e, nu, c, p = sch.get_loops(pack)
-    tiles_per_row = _tiles_per_row(sch)
-    ty, tx = sch.split(p, [None, tiles_per_row])
-    sch.reorder(c, ty, e, nu, tx)
+    ty, tx = sch.split(p, [None, _tiles_per_row(sch)])
+    tx_o, tx_i = _split_vector(sch, tx, simd)
+    sch.reorder(c, ty, tx_o, e, nu, tx_i)
     outer = sch.fuse(c, ty)
     sch.parallel(outer)
     sch.unroll(e)
     sch.unroll(nu)
-    _vectorize_inner(sch, tx, simd)
+    sch.vectorize(tx_i)
     rows = sch.get_sblock("rows")
     sch.compute_at(rows, outer, preserve_unit_loops=True)
-    _, re, rx = sch.get_loops(rows)[:1] + sch.get_loops(rows)[-2:]
+    re, rx = sch.get_loops(rows)[-2:]
+    rx_o, rx_i = _split_vector(sch, rx, simd)
+    sch.reorder(rx_o, re, rx_i)
     sch.unroll(re)
-    _vectorize_inner(sch, rx, simd)
-    pad = sch.get_sblock("pad")
-    sch.compute_at(pad, outer, preserve_unit_loops=True)
+    sch.vectorize(rx_i)
+
+
+def _split_vector(sch, loop, simd: int):
+    """(outer, inner) with inner one vector long where the extent allows, else the whole loop."""
+    extent = int(sch.get(loop).extent)
+    factor = simd if extent % simd == 0 else extent
+    return sch.split(loop, [None, factor])
 
 
 def _tiles_per_row(sch) -> int:
     rows = sch.get(sch.get_sblock("rows"))
-    pad_w = int(rows.iter_vars[3].dom.extent)
-    alpha = int(rows.iter_vars[2].dom.extent)
-    return (pad_w - 2) // (alpha - 2)
+    w = int(rows.iter_vars[3].dom.extent)
+    m = int(rows.iter_vars[2].dom.extent) - 2
+    return -(-w // m)
 
 
 def _schedule_bgemm(sch, p: WinogradParams) -> None:
@@ -241,6 +312,12 @@ def _schedule_bgemm(sch, p: WinogradParams) -> None:
     coo, coi = sch.split(co, [None, p.co_t])
     to, ti = sch.split(t, [None, p.p_t])
     sch.reorder(e, nu, to, coo, rc, coi, ti)
+    # V rows of one (eps, nu) are `tiles` floats apart, often a multiple of 4 KiB: read in
+    # place, the p_t-wide column block of V maps to a single L1 set and thrashes. Copy it to a
+    # contiguous block once per tile block, reused by every channel tile.
+    packed = sch.cache_read(gemm, 0, "global")
+    sch.compute_at(packed, to, preserve_unit_loops=True)
+    sch.vectorize(sch.get_loops(packed)[-1])
     sch.reverse_compute_at(acc, coo, preserve_unit_loops=True)
     outer = sch.fuse(e, nu)
     sch.parallel(outer)
@@ -249,24 +326,39 @@ def _schedule_bgemm(sch, p: WinogradParams) -> None:
     sch.vectorize(sch.get_loops(acc)[-1])
     init = sch.decompose_reduction(gemm, rc)
     sch.vectorize(sch.get_loops(init)[-1])
+    wide = sch.get_sblock("kpack_wide")
+    if p.k_cache:  # widen this (eps, nu)'s kpack once: broadcasts then load fp32 directly
+        sch.compute_at(wide, outer, preserve_unit_loops=True)
+        _vectorize_inner(sch, sch.get_loops(wide)[-1], 8)
+    else:  # widen on every use, inside the GEMM loop
+        sch.compute_inline(wide)
 
 
 def _schedule_inverse(sch, simd: int) -> None:
+    """Parallel over (co, tile row); per vector of tiles, both passes of A^T M A straight-line
+    in registers, then the output row (+ bias, ReLU, fp16) vector by vector."""
     out = sch.get_sblock("output")
     inv = sch.get_sblock("inverse")
     inv_rows = sch.get_sblock("inverse_rows")
     m = int(sch.get(inv).iter_vars[1].dom.extent)
     n, co, y, x = sch.get_loops(out)
-    ty, yi = sch.split(y, [None, m])
+    ty, _ = sch.split(y, [None, m])
     outer = sch.fuse(n, co, ty)
     sch.parallel(outer)
-    _vectorize_inner(sch, x, simd)
-    for block in (inv, inv_rows):
-        sch.compute_at(block, outer, preserve_unit_loops=True)
-        loops = sch.get_loops(block)
-        for loop in loops[-3:-1]:
-            sch.unroll(loop)
-        _vectorize_inner(sch, loops[-1], simd)
+    x_o, x_i = _split_vector(sch, x, simd)
+    sch.vectorize(x_i)
+    sch.compute_at(inv, outer, preserve_unit_loops=True)
+    i, j, p = sch.get_loops(inv)[-3:]
+    p_o, p_i = _split_vector(sch, p, simd)
+    sch.reorder(p_o, i, j, p_i)
+    sch.unroll(i)
+    sch.unroll(j)
+    sch.vectorize(p_i)
+    sch.compute_at(inv_rows, p_o, preserve_unit_loops=True)
+    i, b, p = sch.get_loops(inv_rows)[-3:]
+    sch.unroll(i)
+    sch.unroll(b)
+    sch.vectorize(p)
 
 
 def schedule_kernel(sch, params: KernelParams, simd: int = 8):
@@ -277,39 +369,45 @@ def schedule_kernel(sch, params: KernelParams, simd: int = 8):
 
 
 def _inline_casts(sch) -> None:
-    """The direct compute's input/weight casts read inside the conv loop (no extra pass)."""
+    """fp16 -> compute casts of the input, weight and bias are read where they are used (in
+    the padding, the conv loop, the epilogue): no extra pass, and the direct template then
+    sees the block chain it expects."""
     for block in sch.get_child_blocks(sch.get_sblock("root")):
-        name = sch.get(block).name_hint
-        if name.startswith("T_cast") and sch.get_consumers(block) and name != "pad_temp":
-            consumers = [sch.get(c).name_hint for c in sch.get_consumers(block)]
-            if "pad_temp" in consumers or "conv2d_nchw" in consumers:
-                sch.compute_inline(block)
+        if sch.get(block).name_hint not in ("pad_temp", "conv2d_nchw") and sch.get_consumers(block):
+            sch.compute_inline(block)
 
 
 # ---------------------------------------------------------------- search space
 
 def winograd_space(layer: Layer, simd: int = 8) -> list[WinogradParams]:
+    """Tile sizes that divide the plane, and GEMM register tiles of 6 to 16 accumulators.
+    Most promising first: F(4x4), then 8 accumulators with 2 vectors of tiles (the best tile
+    on every large layer measured here)."""
     _, c_out, h, w = layer.out_shape
     space = []
     for m in TILE_SIZES:
         if h % m or w % m:
             continue
         tiles = (h // m) * (w // m)
-        widths = [t for t in (simd, 2 * simd, 3 * simd) if tiles % t == 0] or [tiles]
+        widths = [t for t in (simd, 2 * simd, 3 * simd, 4 * simd) if tiles % t == 0] or [tiles]
         for p_t in widths:
             vecs = max(1, p_t // simd)
-            for co_t in (f for f in (2, 3, 4, 6, 8, 12) if c_out % f == 0):
-                if 6 <= co_t * vecs <= 14:
+            for co_t in (f for f in (2, 3, 4, 6, 8, 12, 16) if c_out % f == 0):
+                if 6 <= co_t * vecs <= 16 or (c_out < 6 and co_t == c_out):
                     space.append(WinogradParams(m, co_t, p_t))
-    return sorted(space, key=lambda q: (TILE_SIZES.index(q.m), abs(q.co_t * max(1, q.p_t // simd) - 12), -q.p_t))
+    return sorted(space, key=lambda q: (TILE_SIZES.index(q.m), abs(q.co_t * max(1, q.p_t // simd) - 8),
+                                        abs(q.p_t - 2 * simd)))
 
 
 def kernel_space(layer: Layer, simd: int = 8, direct: int = 3) -> list[KernelParams]:
-    """Winograd candidates first, then the `direct` most promising direct tiles."""
+    """Winograd candidates and the `direct` most promising direct tiles; the direct ones
+    first where a side has few channels (the 3-channel input and head), where they win."""
     from harness.tuning.tasks import ranked  # noqa: PLC0415
 
-    return [*winograd_space(layer, simd),
-            *(DirectParams(c) for c in ranked(search_space(layer, simd))[:direct])]
+    direct_tiles = [DirectParams(c) for c in ranked(search_space(layer, simd))[:direct]]
+    if min(layer.in_channels, layer.out_channels) < 16:
+        return [*direct_tiles, *winograd_space(layer, simd)]
+    return [*winograd_space(layer, simd), *direct_tiles]
 
 
 def default_params(layer: Layer, simd: int = 8) -> KernelParams:

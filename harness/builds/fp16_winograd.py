@@ -1,0 +1,160 @@
+"""`fp16-winograd`: the UNet in fp16 storage, every 3x3 conv a TVM-generated Winograd F(m x m, 3x3).
+
+Convolutions are PrimFuncs written from topi's Winograd stages (harness/tuning/winograd.py) and
+added to the Relax module under their layer's name, so per-layer timing still maps to layer
+ids; MaxPool/ReLU and Resize/Add/ReLU are fused fp16 kernels too (harness/builds/fp16_layers.py). Weights are
+Winograd-transformed once, here, in numpy (fp64, stored fp16). Per layer, `harness tune
+--builds fp16-winograd` chooses the tile size and GEMM register tile, or the direct template in
+the same precision where Winograd does not pay (3 input channels, 3 output channels).
+
+Precision: tensors are stored in fp16 everywhere. The arithmetic is fp16 only where the device
+has fp16 math (device.fp16_arithmetic: the Pi 5's A76, x86 with AVX512-FP16); there the
+Winograd GEMM accumulates in fp16 too, which is what makes the format fast, and what the
+tolerance below covers. Elsewhere (this Zen3 host: F16C conversions only) LLVM would widen and
+round every half operation, 9x slower, so kernels load fp16, compute and accumulate in fp32,
+and store fp16; the result says so in its notes and impl labels, and its GFLOP/s are a share
+of the fp32 peak.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.builds.base import BuildContext
+from harness.builds.fp16_layers import memory_layer_primfunc
+from harness.builds.tvm_common import Plan, TVMBuildBase, lower, make_target, schedule_primfunc, simd_lanes
+from harness.builds.tvm_pure import tuning_database, tuning_notes
+from harness.builds.tvm_relax import emit_relax, relax_params
+from harness.devices.config import Device
+from harness.model.layers import CONV, Layer, LayerTable
+from harness.model.unet import ConvWeights
+from harness.tuning.database import TuningDatabase
+from harness.tuning.search import Task
+from harness.tuning.winograd import (DirectParams, KernelParams, WinogradParams, default_params, direct_primfunc,
+                                     kernel_space, params_from_json, schedule_kernel, transform_weights,
+                                     winograd_primfunc)
+
+KIND = "fp16-winograd"
+STORAGE = "float16"
+UNTUNED = ":untuned"
+# A single kernel's output may differ from the fp32 direct conv by this much before a tuning
+# candidate counts as wrong (measured: F(4x4) 2-3e-3, F(2x2) 5e-4, direct 5e-4, all fp16 I/O).
+KERNEL_TOLERANCE = 1e-2
+
+
+def compute_dtype(device: Device) -> str:
+    return "float16" if device.fp16_arithmetic else "float32"
+
+
+def impl_label(params: KernelParams, device: Device, tuned: bool) -> str:
+    """e.g. winograd:F4x4/fp16-storage (fp32 math), winograd-fp16:F4x4 (fp16 math)."""
+    algo = params.algo
+    label = f"{algo}-fp16:{params.label}" if device.fp16_arithmetic else f"{algo}:{params.label}/fp16-storage"
+    if isinstance(params, DirectParams):
+        label = "direct-fp16" if device.fp16_arithmetic else "direct:fp16-storage"
+    return label if tuned else label + UNTUNED
+
+
+def kernel_choice(layer: Layer, db: TuningDatabase, device: Device) -> tuple[KernelParams, str]:
+    best = db.best_params(layer.workload_key())
+    params = params_from_json(best) if best else default_params(layer, simd_lanes(device, compute_dtype(device)))
+    return params, impl_label(params, device, tuned=best is not None)
+
+
+def layer_kernel(layer: Layer, params: KernelParams, device: Device):
+    """The layer's scheduled PrimFunc (input, weight or kpack, bias) -> output, fp16 I/O."""
+    compute = compute_dtype(device)
+    if isinstance(params, WinogradParams):
+        func = winograd_primfunc(layer, params.m, STORAGE, compute)
+    else:
+        func = direct_primfunc(layer, STORAGE, compute)
+    return schedule_primfunc(func, lambda sch: schedule_kernel(sch, params, simd_lanes(device, compute)))
+
+
+def tile_of(impl: str) -> int | None:
+    """The Winograd tile size an impl label names (F4x4 -> 4), None for the direct conv."""
+    found = re.search(r"F(\d+)x\1", impl)
+    return int(found.group(1)) if found else None
+
+
+def kernel_weights(table: LayerTable, weights: dict[str, ConvWeights], tiles: dict[str, int | None]
+                   ) -> dict[str, ConvWeights]:
+    """The weights the kernels take: Winograd layers get kpack (alpha, alpha, ci, co)."""
+    return {layer.id: ConvWeights(transform_weights(weights[layer.id].weight, tiles[layer.id]),
+                                  weights[layer.id].bias)
+            if tiles.get(layer.id) else weights[layer.id] for layer in table.convs}
+
+
+def precision_notes(device: Device) -> list[str]:
+    if device.fp16_arithmetic:
+        return ["fp16 storage and fp16 arithmetic (Winograd GEMM accumulates in fp16)"]
+    return [f"fp16 storage, fp32 arithmetic: {device.name} ({device.cpu_model}) has no fp16 math; "
+            "kernels load fp16, compute in fp32, store fp16"]
+
+
+class FP16WinogradBuild(TVMBuildBase):
+    """Tolerance 1e-1: max|y - ref| / max|ref| over the whole network vs fp32 PyTorch.
+
+    fp16 has an 11-bit significand (unit roundoff 4.9e-4), and every activation, weight and
+    kpack entry here is stored in it. Measured (seeded weights and input, `harness run`):
+    - fp32 arithmetic (this host): unet-tiny 2.1e-3, unet 4.8e-3 (a single F(4x4) layer
+      2-3e-3; the error grows with depth);
+    - fp16 arithmetic with the GEMM accumulating in fp16 (the fp16-math devices' code path,
+      compiled for this host, where LLVM rounds every half operation like the hardware
+      does): unet-tiny 1.1e-2, unet 3.0e-2. Summing up to 512 channels x 36 in fp16 costs
+      ~sqrt(n) ulps per layer, and that compounds over 19 convolutions.
+    1e-1 keeps a 3x margin over the fp16-math error; a broken transform or tile is off by O(1).
+    Accumulating the GEMM in fp32 on fp16 devices would cut the error ~6x but gives back most
+    of the 2x fp16 FMA throughput the format is for.
+    """
+
+    name = "fp16-winograd"
+    description = "Apache TVM, Winograd F(4x4,3x3) convs, fp16 storage (fp16 math where the CPU has it)"
+    precision = "fp16"
+    tolerance = 1e-1
+    dtype = STORAGE
+
+    def plan(self, ctx: BuildContext) -> Plan:
+        db = tuning_database(ctx, KIND)
+        impls = {layer.id: "tvm-fp16" if ctx.device.fp16_arithmetic else "tvm:fp16-storage" for layer in ctx.table}
+        choices: dict[str, KernelParams] = {}
+        for layer in ctx.table.convs:
+            choices[layer.id], impls[layer.id] = kernel_choice(layer, db, ctx.device)
+        compute = compute_dtype(ctx.device)
+        kernels = {layer.id: layer_kernel(layer, choices[layer.id], ctx.device) if layer.op == CONV
+                   else memory_layer_primfunc(layer, STORAGE, compute) for layer in ctx.table}
+        tiles = {lid: getattr(p, "m", None) for lid, p in choices.items()}
+        weights = kernel_weights(ctx.table, ctx.weights, tiles)
+        emitted = emit_relax(ctx.table, weights, dtype=STORAGE, kernels=kernels)
+        mod = lower(emitted.mod, make_target(ctx.device))
+        untuned = [lid for lid, impl in impls.items() if impl.endswith(UNTUNED)]
+        return Plan(mod, emitted.params, impls, precision_notes(ctx.device) + tuning_notes(db, ctx.device, untuned))
+
+    def runtime_parts(self, ctx: BuildContext, manifest: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+        """On the device: the kernels' weights again (kpack for the Winograd layers), rebuilt
+        from the seeded weights and the tile sizes the exported impls name."""
+        tiles = {layer.id: tile_of(manifest["impls"][layer.id]) for layer in ctx.table.convs}
+        return relax_params(ctx.table, kernel_weights(ctx.table, ctx.weights, tiles), STORAGE), []
+
+
+def winograd_tasks(table: LayerTable, device: Device, db: TuningDatabase, root: Path) -> list[Task]:
+    """One task per distinct conv workload: Winograd tiles and GEMM register tiles, then a
+    few direct-template tiles; every candidate is checked against fp32 PyTorch first."""
+    from harness.tuning.tasks import conv_data, time_tvm_kernel, unique_conv_layers  # noqa: PLC0415
+
+    target = make_target(device)
+    simd = simd_lanes(device, compute_dtype(device))
+    tasks = []
+    for layer in unique_conv_layers(table):
+        data = conv_data(layer)
+
+        def measure(params: dict[str, Any], layer: Layer = layer, data: dict[str, np.ndarray] = data) -> list[float]:
+            p = params_from_json(params)
+            inputs = dict(data, w=transform_weights(data["w"], p.m)) if isinstance(p, WinogradParams) else data
+            return time_tvm_kernel(layer_kernel(layer, p, device), target, inputs, STORAGE, KERNEL_TOLERANCE)
+
+        tasks.append(Task(layer.workload_key(), layer, [p.to_json() for p in kernel_space(layer, simd)], measure))
+    return tasks
