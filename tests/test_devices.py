@@ -100,3 +100,25 @@ def test_state_is_collected_and_warnings_follow_it():
     assert any("frequency changed" in w for w in state_warnings(pinned, changed, 4))
     assert any("not fixed" in w for w in state_warnings({**pinned, "freq_fixed": False}, None, 4))
     assert any("throttl" in w for w in state_warnings(pinned, {**pinned, "throttled": "0x50005"}, 4))
+
+
+def test_measured_clock_is_plausible_and_recorded_where_the_os_cannot_say():
+    from harness.devices.clock import measure_clock_mhz
+
+    mhz = measure_clock_mhz(1)
+    assert mhz is not None and 200 < mhz < 7000
+    state = collect_state().to_json()
+    if state["freq_source"] != "cpufreq":
+        assert state["clock_mhz_measured"] and state["clock_mhz_measured"] > 200
+
+
+def test_a_clock_far_from_the_peaks_assumption_is_warned_about(tiny_result):
+    import json
+
+    from harness.report.table import run_warnings
+
+    doc = json.loads(tiny_result.read_text())
+    doc["system"]["before"]["clock_mhz_measured"] = 1000 * doc["device"]["freq_ghz"] * 1.3
+    assert any("the peak assumes" in w for w in run_warnings(doc))
+    doc["system"]["before"]["clock_mhz_measured"] = 1000 * doc["device"]["freq_ghz"]
+    assert not any("the peak assumes" in w for w in run_warnings(doc))

@@ -26,6 +26,9 @@ class DeviceState:
     throttled: str | None  # vcgencmd get_throttled bits, e.g. "0x0"; None off a Pi
     load_1m: float
     load_5m: float
+    # All-core clock measured by harness/devices/clock.py, only where the OS cannot report it
+    # (no cpufreq: VMs, where "cpu MHz" is a nominal constant).
+    clock_mhz_measured: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,12 +96,21 @@ def collect_throttled() -> str | None:
     return vc.split("=")[1] if vc and "=" in vc else None
 
 
+def collect_measured_clock(freq_source: str | None) -> float | None:
+    if freq_source == "cpufreq":
+        return None  # the kernel knows the real clock; no need to burn the cores measuring it
+    from harness.devices.clock import measure_clock_mhz  # noqa: PLC0415
+
+    return measure_clock_mhz(len(_cpus()))
+
+
 def collect_state() -> DeviceState:
     freq, source = collect_frequency()
     load1, load5, _ = os.getloadavg()
     return DeviceState(governor=collect_governor(), freq_mhz=freq, freq_source=source,
                        freq_fixed=collect_freq_fixed(), temp_c=collect_temperature(),
-                       throttled=collect_throttled(), load_1m=load1, load_5m=load5)
+                       throttled=collect_throttled(), load_1m=load1, load_5m=load5,
+                       clock_mhz_measured=collect_measured_clock(source))
 
 
 def state_warnings(before: dict[str, Any], after: dict[str, Any] | None, cores: int) -> list[str]:

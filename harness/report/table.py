@@ -51,6 +51,11 @@ def layer_table(doc: dict[str, Any]) -> Table:
 
 def run_warnings(doc: dict[str, Any]) -> list[str]:
     warnings = state_warnings(doc["system"]["before"], doc["system"]["after"], doc["device"]["cores"])
+    measured = doc["system"]["before"].get("clock_mhz_measured")
+    nominal = 1000 * doc["device"]["freq_ghz"]
+    if measured and abs(measured - nominal) > 0.10 * nominal:
+        warnings.append(f"the cores ran at ~{measured:.0f} MHz (measured), the peak assumes {nominal:.0f} MHz: "
+                        "% of peak is relative to the nominal clock")
     for b in _ok_builds(doc):
         if w := noise_warning(f"{b['name']} end-to-end", b["e2e"]["samples_ms"]):
             warnings.append(w)
