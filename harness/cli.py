@@ -203,7 +203,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    console = Console(width=None if sys.stdout.isatty() else 220)
+    # Off a terminal (CI logs, pipes) nothing limits the width: keep the table unwrapped.
+    console = Console(width=None if sys.stdout.isatty() else 400)
     err = Console(stderr=True)
     try:
         args = make_parser().parse_args(argv)

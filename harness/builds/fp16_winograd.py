@@ -51,10 +51,11 @@ def compute_dtype(device: Device) -> str:
 
 def impl_label(params: KernelParams, device: Device, tuned: bool) -> str:
     """e.g. winograd:F4x4/fp16-storage (fp32 math), winograd-fp16:F4x4 (fp16 math)."""
-    algo = params.algo
-    label = f"{algo}-fp16:{params.label}" if device.fp16_arithmetic else f"{algo}:{params.label}/fp16-storage"
+    fp16_math = device.fp16_arithmetic
     if isinstance(params, DirectParams):
-        label = "direct-fp16" if device.fp16_arithmetic else "direct:fp16-storage"
+        label = "direct-fp16" if fp16_math else "direct:fp16-storage"
+    else:
+        label = f"winograd-fp16:{params.label}" if fp16_math else f"winograd:{params.label}/fp16-storage"
     return label if tuned else label + UNTUNED
 
 
@@ -107,8 +108,8 @@ class FP16WinogradBuild(TVMBuildBase):
       does): unet-tiny 1.1e-2, unet 3.0e-2. Summing up to 512 channels x 36 in fp16 costs
       ~sqrt(n) ulps per layer, and that compounds over 19 convolutions.
     1e-1 keeps a 3x margin over the fp16-math error; a broken transform or tile is off by O(1).
-    Accumulating the GEMM in fp32 on fp16 devices would cut the error ~6x but gives back most
-    of the 2x fp16 FMA throughput the format is for.
+    Accumulating the GEMM in fp32 on fp16 devices would move the error toward the fp32-math
+    figure but give back most of the 2x fp16 FMA throughput the format is for.
     """
 
     name = "fp16-winograd"

@@ -15,6 +15,18 @@ def _ok_builds(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return [b for b in doc["builds"] if b["layers"]]
 
 
+def varying_impl(build: dict[str, Any]) -> bool:
+    """Whether this build's convolutions differ in implementation (the hybrid's do)."""
+    return len({layer["impl"] for layer in build["layers"] if layer["op"] == "conv2d"}) > 1
+
+
+def impl_legend(build: dict[str, Any]) -> str:
+    by_op: dict[str, str] = {}
+    for layer in build["layers"]:
+        by_op.setdefault(layer["op"], layer["impl"])
+    return f"{build['name']}: " + ", ".join(f"{op} {impl}" for op, impl in by_op.items())
+
+
 def layer_table(doc: dict[str, Any]) -> Table:
     builds = _ok_builds(doc)
     dev = doc["device"]
@@ -25,25 +37,28 @@ def layer_table(doc: dict[str, Any]) -> Table:
                   title_justify="left")
     table.add_column("layer", no_wrap=True)
     table.add_column("op", no_wrap=True)
-    table.add_column("MFLOP", justify="right")
+    table.add_column("MFLOP", justify="right", no_wrap=True)
     for b in builds:
-        table.add_column(f"{b['name']}\nGFLOP/s", justify="right")
-        table.add_column("%peak", justify="right")
-        table.add_column("impl", no_wrap=True)
+        table.add_column(f"{b['name']}\nGFLOP/s", justify="right", no_wrap=True)
+        table.add_column("%peak", justify="right", no_wrap=True)
+        if varying_impl(b):
+            table.add_column("impl", no_wrap=True)
     rows = zip(*[b["layers"] for b in builds]) if builds else []
     for layers in rows:
         first = layers[0]
         cells = [first["id"], first["op"], f"{first['flops'] / 1e6:.1f}"]
-        for layer in layers:
-            cells += [f"{layer['gflops']:.1f}", f"{layer['pct_peak']:.0f}%",
-                      layer["impl"]]
+        for b, layer in zip(builds, layers):
+            cells += [f"{layer['gflops']:.1f}", f"{layer['pct_peak']:.0f}%"]
+            if varying_impl(b):
+                cells.append(layer["impl"])
         table.add_row(*cells)
-    total = ["network (e2e)", "", f"{doc['model']['total_flops'] / 1e6:.0f}"]
-    for b in builds:
-        ms = b["e2e"]["median_ms"]
-        gf = doc["model"]["total_flops"] / (ms * 1e6)
-        total += [f"{gf:.1f}", "", f"{ms:.2f} ms" if b["status"] == "ok" else b["status"]]
     if builds:
+        total = ["network (e2e)", "", f"{doc['model']['total_flops'] / 1e6:.0f}"]
+        for b in builds:
+            ms = b["e2e"]["median_ms"]
+            total += [f"{doc['model']['total_flops'] / (ms * 1e6):.1f}", f"{ms:.1f} ms"]
+            if varying_impl(b):
+                total.append("")
         table.add_section()
         table.add_row(*total)
     return table
@@ -68,6 +83,10 @@ def run_warnings(doc: dict[str, Any]) -> list[str]:
 
 def print_run(doc: dict[str, Any], console: Console) -> None:
     console.print(layer_table(doc))
+    uniform = [impl_legend(b) for b in _ok_builds(doc) if not varying_impl(b)]
+    if uniform:
+        console.print("impl (same for every layer of an op): " + "; ".join(uniform), highlight=False,
+                      markup=False)
     for b in doc["builds"]:
         if b["status"] != "ok":
             console.print(f"[red]build {escape(b['name'])} failed:[/red] {escape(b['message'])}", highlight=False)

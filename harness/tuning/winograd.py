@@ -13,17 +13,22 @@ the stages are written out here for speed on a CPU:
 - storage is fp16 (input, kpack, bias, output); `compute` is the arithmetic dtype (fp32 on a
   CPU without fp16 math, where LLVM would otherwise widen and round every half operation).
 
-Kernel (NCHW, P = nH x nW tiles of m x m outputs, alpha = m + 2):
+Kernel (NCHW, P = nH x nW tiles of m x m outputs, alpha = m + 2), measured stage by stage:
 
     parallel over (ci, tile row ty):                                    input transform
-      pad    = fp32(input rows ty*m .. ty*m+alpha)         (zero padding inlined here)
-      rows   = B^T . pad                                   (vectorised along the row)
-      V[eps, nu, ci, ty*nW + tx] = rows[eps, tx*m ..] . B  (vectorised over tiles tx)
-    parallel over (eps, nu, co tile):                                   batched GEMM
-      M[eps, nu, co, p] = sum_ci V[eps, nu, ci, p] * kpack[eps, nu, ci, co]
-      register tile co_t x p_t (p_t vectorised, kpack broadcast), like the direct template
+      rows = B^T . fp32(input rows ty*m-1 ..)   vectorised along the image row; the zero
+                                                padding is a select on a clamped index
+      V[eps, nu, ci, ty*nW + tx] = rows . B     per vector of tiles tx, all alpha^2 outputs
+                                                straight-line (strided gathers loaded once)
+    parallel over (eps, nu):                                            batched GEMM
+      kpack[eps, nu] widened to fp32 once (k_cache)
+      for each block of p_t tiles: copy V's column block to a contiguous buffer (in place,
+        rows `tiles` floats apart alias one L1 set), then for each co_t channel tile:
+        M[eps, nu, co, p] = sum_ci V * kpack   co_t x p_t register tile, p_t vectorised,
+                                               kpack broadcast (the direct template's microkernel)
     parallel over (co, tile row ty):                                    inverse transform
-      Y = A^T M A  (vectorised over tiles), then out = fp16(relu(Y + bias)) row by row
+      per vector of tiles: A^T M A straight-line in registers
+      out row = fp16(relu(Y + bias)), vectorised along the row
 
 Layers where Winograd does not pay (3 input channels, 3 output channels, small planes) can
 use the direct template on an fp32 copy of fp16 data instead: the search includes both.
@@ -41,7 +46,7 @@ from harness.tuning.conv_direct import ConvParams, schedule_conv, search_space
 
 WINOGRAD = "winograd"
 DIRECT = "direct"
-TILE_SIZES = (4, 2, 6)  # F(4x4,3x3) first: F(6x6) loses too much accuracy with fp16 weights
+TILE_SIZES = (4, 2, 6)  # F(4x4) first; F(6x6) only where 6 divides the plane (no unet layer)
 
 
 @dataclass(frozen=True)
@@ -255,17 +260,9 @@ def direct_primfunc(layer: Layer, storage: str = "float16", compute: str = "floa
 def schedule_winograd(sch, p: WinogradParams, simd: int = 8):
     """Apply the Winograd schedule in place to a tvm.s_tir.Schedule of winograd_primfunc."""
     _schedule_input_transform(sch, simd)
-    _schedule_bgemm(sch, p)
+    _schedule_bgemm(sch, p, simd)
     _schedule_inverse(sch, simd)
     return sch
-
-
-def _vectorize_inner(sch, loop, simd: int):
-    """Vectorise a loop by whole vectors where its extent allows, else as it is."""
-    extent = int(sch.get(loop).extent)
-    if extent > simd and extent % simd == 0:
-        loop = sch.split(loop, [None, simd])[1]
-    sch.vectorize(loop)
 
 
 def _schedule_input_transform(sch, simd: int) -> None:
@@ -292,9 +289,10 @@ def _schedule_input_transform(sch, simd: int) -> None:
 
 
 def _split_vector(sch, loop, simd: int):
-    """(outer, inner) with inner one vector long where the extent allows, else the whole loop."""
+    """(outer, inner): inner one vector long where the extent allows, the whole loop where it
+    is shorter than a vector, else 1 (a vector loop must not be thousands of lanes)."""
     extent = int(sch.get(loop).extent)
-    factor = simd if extent % simd == 0 else extent
+    factor = simd if extent % simd == 0 else extent if extent < simd else 1
     return sch.split(loop, [None, factor])
 
 
@@ -305,7 +303,7 @@ def _tiles_per_row(sch) -> int:
     return -(-w // m)
 
 
-def _schedule_bgemm(sch, p: WinogradParams) -> None:
+def _schedule_bgemm(sch, p: WinogradParams, simd: int) -> None:
     gemm = sch.get_sblock("bgemm")
     acc = sch.cache_write(gemm, 0, "local")
     e, nu, co, t, rc = sch.get_loops(gemm)
@@ -329,7 +327,7 @@ def _schedule_bgemm(sch, p: WinogradParams) -> None:
     wide = sch.get_sblock("kpack_wide")
     if p.k_cache:  # widen this (eps, nu)'s kpack once: broadcasts then load fp32 directly
         sch.compute_at(wide, outer, preserve_unit_loops=True)
-        _vectorize_inner(sch, sch.get_loops(wide)[-1], 8)
+        sch.vectorize(_split_vector(sch, sch.get_loops(wide)[-1], simd)[1])
     else:  # widen on every use, inside the GEMM loop
         sch.compute_inline(wide)
 
@@ -369,12 +367,18 @@ def schedule_kernel(sch, params: KernelParams, simd: int = 8):
 
 
 def _inline_casts(sch) -> None:
-    """fp16 -> compute casts of the input, weight and bias are read where they are used (in
-    the padding, the conv loop, the epilogue): no extra pass, and the direct template then
-    sees the block chain it expects."""
+    """The input and bias casts are read where they are used (the padding, the epilogue): no
+    extra pass, and the direct template sees the block chain it expects. The weights are
+    widened once per call instead (a few thousand values): inlined, every broadcast in the
+    conv loop would convert a half."""
     for block in sch.get_child_blocks(sch.get_sblock("root")):
-        if sch.get(block).name_hint not in ("pad_temp", "conv2d_nchw") and sch.get_consumers(block):
-            sch.compute_inline(block)
+        stmt = sch.get(block)
+        if stmt.name_hint in ("pad_temp", "conv2d_nchw") or not sch.get_consumers(block):
+            continue
+        if any(region.source.name == "weight" for region in stmt.reads):
+            sch.vectorize(_split_vector(sch, sch.fuse(*sch.get_loops(block)), 8)[1])
+            continue
+        sch.compute_inline(block)
 
 
 # ---------------------------------------------------------------- search space
@@ -399,7 +403,7 @@ def winograd_space(layer: Layer, simd: int = 8) -> list[WinogradParams]:
                                         abs(q.p_t - 2 * simd)))
 
 
-def kernel_space(layer: Layer, simd: int = 8, direct: int = 3) -> list[KernelParams]:
+def kernel_space(layer: Layer, simd: int = 8, direct: int = 6) -> list[KernelParams]:
     """Winograd candidates and the `direct` most promising direct tiles; the direct ones
     first where a side has few channels (the 3-channel input and head), where they win."""
     from harness.tuning.tasks import ranked  # noqa: PLC0415
