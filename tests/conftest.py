@@ -23,6 +23,22 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
 
 
 @pytest.fixture(scope="session")
+def device():
+    """The local device from the shipped devices.yaml (test modules may override the name)."""
+    from harness.devices import load_devices  # noqa: PLC0415
+
+    return load_devices(REPO / "devices.yaml").get("local")
+
+
+@pytest.fixture(scope="session")
+def table():
+    """The unet-tiny layer table."""
+    from harness.model import get_model  # noqa: PLC0415
+
+    return get_model("unet-tiny")
+
+
+@pytest.fixture(scope="session")
 def tiny_result(tmp_path_factory) -> Path:
     """One real `harness run` of unet-tiny with the PyTorch builds, shared by read-only tests."""
     out = tmp_path_factory.mktemp("run") / "tiny.json"

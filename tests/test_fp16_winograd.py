@@ -6,13 +6,11 @@ import json
 import subprocess
 
 import numpy as np
-import pytest
 
 from harness.builds import REGISTRY
 from harness.builds.base import BuildContext
 from harness.builds.fp16_winograd import FP16WinogradBuild, impl_label, winograd_tasks
 from harness.devices import load_devices
-from harness.model import get_model
 from harness.model.unet import make_input, make_weights
 from harness.runner.measure import Settings
 from harness.runner.run import RunRequest, run
@@ -21,15 +19,6 @@ from harness.tuning.search import Budget, run_search
 from harness.tuning.winograd import WinogradParams, transform_matrices, transform_weights
 from tests.conftest import REPO
 
-
-@pytest.fixture(scope="module")
-def device():
-    return load_devices(REPO / "devices.yaml").get("local")
-
-
-@pytest.fixture(scope="module")
-def table():
-    return get_model("unet-tiny")
 
 
 def run_builds(table, device, builds, options=None):

@@ -17,15 +17,6 @@ from harness.tuning.tasks import tvm_conv_tasks
 from tests.conftest import REPO
 
 
-@pytest.fixture(scope="module")
-def device():
-    return load_devices(REPO / "devices.yaml").get("local")
-
-
-@pytest.fixture(scope="module")
-def table():
-    return get_model("unet-tiny")
-
 
 def run_builds(table, device, builds, options=None, repeats=2):
     out = run(RunRequest(table, device, builds, Settings(0, repeats), options or {}))

@@ -44,6 +44,8 @@ def _freq(state: dict[str, Any] | None) -> str:
 
 STATE_FIELDS = (
     ("frequency", _freq),
+    ("clock (measured)", lambda s: f"{s['clock_mhz_measured']:.0f} MHz, all cores busy"
+     if s and s.get("clock_mhz_measured") else "n/a"),
     ("governor", lambda s: (s or {}).get("governor") or "n/a"),
     ("temperature", lambda s: f"{s['temp_c']:.1f} °C" if s and s.get("temp_c") is not None else "n/a"),
     ("throttled", lambda s: (s or {}).get("throttled") or "n/a"),
