@@ -185,3 +185,17 @@ def test_server_killed_in_the_middle_of_a_run(fresh_sshd: SSHServer, tmp_path: P
     proc = harness_cli(args, ssh_env(tmp_path / "home"))
     killer.join()
     _assert_clean_failure(proc, "lost the SSH connection", earlier)
+
+
+def test_a_build_that_cannot_be_exported_is_recorded_failed_and_the_others_run(sshd: SSHServer, tmp_path: Path):
+    from harness.deploy.ssh_run import run_over_ssh  # noqa: PLC0415
+    from harness.model import get_model  # noqa: PLC0415
+    from harness.runner.measure import Settings  # noqa: PLC0415
+
+    options = {"tvm-nnpack": {"force": {"enc1.conv2": "nnpack:nosuch/compute"}}}
+    out = run_over_ssh(loopback(sshd, tmp_path), get_model("unet-tiny"), ["tvm-nnpack", "torch"],
+                       Settings(0, 2), options, lambda *a: None)
+    assert [b["name"] for b in out["builds"]] == ["tvm-nnpack", "torch"]
+    failed, ok = out["builds"]
+    assert failed["status"] == "failed" and "invalid implementation 'nnpack:nosuch/compute'" in failed["message"]
+    assert ok["status"] == "ok" and len(ok["layers"]) == len(get_model("unet-tiny"))

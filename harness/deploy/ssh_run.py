@@ -36,6 +36,24 @@ class Staged:
     harness_zip: Path
     artifacts: dict[str, list[Path]]  # build -> files, under root/<build>/
     root: Path
+    failed: dict[str, str] = field(default_factory=dict)  # build -> why its export failed
+
+    def runnable(self, builds: list[str]) -> list[str]:
+        """The builds to run on the device; fails only if none is left."""
+        left = [b for b in builds if b not in self.failed]
+        if not left:
+            raise UserError("no build could be exported for the device: "
+                            + "; ".join(f"{b}: {m}" for b, m in self.failed.items()))
+        return left
+
+    def with_failed(self, output: dict[str, Any], builds: list[str]) -> dict[str, Any]:
+        """The device's output with the builds that failed on the host put back, in order:
+        a build that cannot be exported is recorded as failed and the others still run."""
+        from harness.runner.run import failed_record  # noqa: PLC0415
+
+        by_name = {b["name"]: b for b in output["builds"]}
+        by_name.update({b: failed_record(b, m) for b, m in self.failed.items()})
+        return {**output, "builds": [by_name[b] for b in builds if b in by_name]}
 
 
 @dataclass
@@ -53,7 +71,8 @@ def stage(device: Device, table: LayerTable, builds: list[str], options: dict[st
 
     root = out_dir / "artifacts"
     weights = make_weights(table)
-    artifacts = {}
+    artifacts: dict[str, list[Path]] = {}
+    failed: dict[str, str] = {}
     for name in builds:
         build_dir = root / name
         build_dir.mkdir(parents=True)
@@ -61,9 +80,9 @@ def stage(device: Device, table: LayerTable, builds: list[str], options: dict[st
         try:
             build = get_build(name)
             artifacts[name] = [] if build.unavailable(device) else build.export(ctx, build_dir)
-        except (ImportError, RuntimeError, OSError, ValueError) as exc:
-            raise UserError(f"build {name!r}: exporting for device {device.name!r} failed: {exc}") from None
-    return Staged(write_harness_zip(out_dir), artifacts, root)
+        except Exception as exc:  # noqa: BLE001 - recorded as this build's failure, the run goes on
+            failed[name] = f"exporting for device {device.name!r} failed: {type(exc).__name__}: {exc}"
+    return Staged(write_harness_zip(out_dir), artifacts, root, failed)
 
 
 def upload_cached(s: SSHSession, local: Path, cache_dir: str, log: UploadLog) -> str:
@@ -161,13 +180,14 @@ def run_over_ssh(device: Device, table: LayerTable, builds: list[str], settings:
                  log: UploadLog | None = None) -> dict[str, Any]:
     """The runner's output (system, environment, settings, builds) from a run on the device."""
     log = log if log is not None else UploadLog()
-    request = request_to_json(table.config.name, device, builds, settings, options, "artifacts")
     with connect(device) as s, tempfile.TemporaryDirectory(prefix="harness-stage-") as tmp:
         staged = stage(device, table, builds, options, Path(tmp))  # after connecting: fail fast
+        request = request_to_json(table.config.name, device, staged.runnable(builds), settings, options,
+                                  "artifacts")
         run_dir = posixpath.join(device.workdir, "runs", run_id())
         try:
             harness_zip = upload_run(s, staged, run_dir, request, log)
-            return execute(s, run_dir, harness_zip, progress)
+            return staged.with_failed(execute(s, run_dir, harness_zip, progress), builds)
         finally:
             cleanup(s, run_dir)
 

@@ -95,12 +95,13 @@ def run_on_farm(device: Device, table: LayerTable, builds: list[str], settings: 
     boards = board_count(device)
     with tempfile.TemporaryDirectory(prefix="harness-farm-") as tmp:
         staged = stage(device, table, builds, options, Path(tmp))
-        requests = [request_to_json(table.config.name, device, [b], settings, options, "artifacts") for b in builds]
-        with ThreadPoolExecutor(max_workers=min(boards, len(builds))) as pool:
+        runnable = staged.runnable(builds)
+        requests = [request_to_json(table.config.name, device, [b], settings, options, "artifacts") for b in runnable]
+        with ThreadPoolExecutor(max_workers=min(boards, len(runnable))) as pool:
             futures = [pool.submit(run_build_on_board, device, req, staged.artifacts[b], staged.root, progress)
-                       for b, req in zip(builds, requests)]
+                       for b, req in zip(runnable, requests)]
             outputs = [f.result() for f in futures]
-    return merge(outputs)
+    return staged.with_failed(merge(outputs), builds)
 
 
 def probe_on_farm(device: Device) -> dict[str, Any]:
