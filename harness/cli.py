@@ -35,7 +35,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _build_list(text: str) -> list[str]:
+def _name_list(text: str) -> list[str]:
     return [b.strip() for b in text.split(",") if b.strip()]
 
 
@@ -43,21 +43,39 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from harness.builds import build_names, check_build_names  # noqa: PLC0415 - keep --help fast
     from harness.devices import load_devices  # noqa: PLC0415
     from harness.model import get_model  # noqa: PLC0415
-    from harness.report.table import print_run  # noqa: PLC0415
-    from harness.results.store import check_writable, default_result_path, save_result  # noqa: PLC0415
+    from harness.results.store import check_writable  # noqa: PLC0415
     from harness.runner.measure import Settings  # noqa: PLC0415
-    from harness.session import run_on_device  # noqa: PLC0415
+    from harness.session import run_on_device, run_on_devices  # noqa: PLC0415
 
-    device = load_devices(args.devices_file).get(args.device)
+    registry = load_devices(args.devices_file)
+    devices = [registry.get(name) for name in (args.device or [None])]
     table = get_model(args.model)
     builds = check_build_names(args.builds or build_names())
     if args.repeats < 1:
         raise UserError("--repeats must be at least 1")
     settings = Settings(warmup=args.warmup, repeats=args.repeats)
+    if args.output and len(devices) > 1:
+        raise UserError("--output names one file; with several devices each result goes to its default path")
     if args.output:
         check_writable(args.output)
-    doc = run_on_device(device, table, builds, settings, console)
-    path = save_result(doc, args.output or default_result_path(doc))
+    if len(devices) == 1:
+        return _report_run(run_on_device(devices[0], table, builds, settings, console), args.output, console)
+    codes = []
+    for device, outcome in zip(devices, run_on_devices(devices, table, builds, settings, console)):
+        if isinstance(outcome, UserError):
+            Console(stderr=True).print(f"harness: error: {outcome}", markup=False, highlight=False, soft_wrap=True)
+            codes.append(outcome.exit_code)
+        else:
+            codes.append(_report_run(outcome, None, console))
+    return max(codes)
+
+
+def _report_run(doc: dict, output: Path | None, console: Console) -> int:
+    """Save one device's result, print its table; 1 if every build failed."""
+    from harness.report.table import print_run  # noqa: PLC0415
+    from harness.results.store import default_result_path, save_result  # noqa: PLC0415
+
+    path = save_result(doc, output or default_result_path(doc))
     print_run(doc, console)
     console.print(f"result written to {path}", highlight=False)
     failed = [b["name"] for b in doc["builds"] if b["status"] != "ok"]
@@ -147,9 +165,11 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", parents=[common], help="measure builds per layer on a device")
-    run.add_argument("--device", default=None, help="device name from devices.yaml (default: local)")
+    run.add_argument("--device", type=_name_list, default=None, metavar="NAME[,NAME]",
+                     help="device(s) from devices.yaml (default: the file's default, local); several "
+                          "remote devices are measured in parallel, the local one after them")
     run.add_argument("--model", default="unet", help="model preset: unet (default) or unet-tiny")
-    run.add_argument("--builds", type=_build_list, default=None, metavar="A,B",
+    run.add_argument("--builds", type=_name_list, default=None, metavar="A,B",
                      help="comma-separated builds (default: every build)")
     run.add_argument("--output", type=Path, default=None, metavar="PATH",
                      help="result file (default: results/runs/<device>/<time>_<commit>_<model>.json)")
@@ -160,7 +180,7 @@ def make_parser() -> argparse.ArgumentParser:
     tune = sub.add_parser("tune", parents=[common], help="search kernels for the TVM builds; resumable")
     tune.add_argument("--device", default=None, help="device name from devices.yaml (default: local)")
     tune.add_argument("--model", default="unet", help="model whose conv workloads to tune (default: unet)")
-    tune.add_argument("--builds", type=_build_list, default=None, metavar="A,B",
+    tune.add_argument("--builds", type=_name_list, default=None, metavar="A,B",
                       help="tvm, tvm-nnpack, fp16-winograd (default: all three)")
     budget = tune.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, default=None, help="stop starting candidates after M minutes")
@@ -179,7 +199,7 @@ def make_parser() -> argparse.ArgumentParser:
     dcheck.set_defaults(func=cmd_devices_check)
     dsetup = dsub.add_parser("setup", parents=[common], help="create the remote workdir and venv, install packages")
     dsetup.add_argument("name", help="device name from devices.yaml")
-    dsetup.add_argument("--packages", type=_build_list, default=None, metavar="A,B",
+    dsetup.add_argument("--packages", type=_name_list, default=None, metavar="A,B",
                         help="pip requirements to install (default: by the device's arch; '' for none)")
     dsetup.set_defaults(func=cmd_devices_setup)
 

@@ -1,6 +1,7 @@
 """Run a measurement on a device through its transport, with progress, into a result document."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from rich.console import Console
@@ -16,7 +17,7 @@ from harness.runner.run import RunRequest, run
 
 
 def progress_display(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
+    return Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[phase]}"), TimeElapsedColumn(), console=console,
                     transient=False, disable=not console.is_terminal and console.quiet)
 
@@ -24,12 +25,12 @@ def progress_display(console: Console) -> Progress:
 class ProgressSink:
     """Adapts the runner's progress(build, phase, done, total) calls to rich bars."""
 
-    def __init__(self, bars: Progress):
-        self.bars, self.tasks = bars, {}
+    def __init__(self, bars: Progress, label: str = ""):
+        self.bars, self.tasks, self.label = bars, {}, label
 
     def __call__(self, build: str, phase: str, done: int, total: int) -> None:
         if build not in self.tasks:
-            self.tasks[build] = self.bars.add_task(build, total=total or None, phase=phase)
+            self.tasks[build] = self.bars.add_task(f"{self.label}{build}", total=total or None, phase=phase)
         task = self.tasks[build]
         if phase in ("ok", "failed"):
             self.bars.update(task, phase=phase)
@@ -56,14 +57,49 @@ def transport_runner(device: Device) -> Callable[..., dict[str, Any]]:
     raise UserError(f"device {device.name!r}: transport {device.transport!r} is not supported")
 
 
-def run_on_device(device: Device, table: LayerTable, builds: list[str], settings: Settings,
-                  console: Console, options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def measure_on(device: Device, table: LayerTable, builds: list[str], settings: Settings, bars: Progress,
+               options: dict[str, dict[str, Any]] | None = None, label: str = "") -> dict[str, Any]:
     """A complete result document, or a UserError (then nothing was measured to keep): a remote
     run that breaks part-way raises rather than returning part of a result."""
-    runner = transport_runner(device)
-    with progress_display(console) as bars:
-        output = runner(device, table, builds, settings, options or {}, ProgressSink(bars))
+    output = transport_runner(device)(device, table, builds, settings, options or {}, ProgressSink(bars, label))
     doc = new_document(device, table, output)
     # The state was collected on the device itself (the runner runs there), before and after.
     doc.update(run_flags(doc["system"]["before"], doc["system"]["after"], device.cores))
     return doc
+
+
+def run_on_device(device: Device, table: LayerTable, builds: list[str], settings: Settings,
+                  console: Console, options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    with progress_display(console) as bars:
+        return measure_on(device, table, builds, settings, bars, options)
+
+
+def run_on_devices(devices: list[Device], table: LayerTable, builds: list[str], settings: Settings,
+                   console: Console, options: dict[str, dict[str, Any]] | None = None
+                   ) -> list[dict[str, Any] | UserError]:
+    """Each device's result document, or its error, in the order given.
+
+    Remote devices (ssh, rpc) are measured in parallel: each is its own machine. A local device
+    is this host, whose cores the remote runs' compiling and uploading would disturb, so it is
+    measured alone, after them.
+    """
+    names = [d.name for d in devices]
+    if len(set(names)) != len(names):
+        raise UserError(f"a device is named twice in {','.join(names)}")
+    outcome: dict[str, dict[str, Any] | UserError] = {}
+
+    def attempt(device: Device, bars: Progress) -> None:
+        try:
+            outcome[device.name] = measure_on(device, table, builds, settings, bars, options, f"{device.name}: ")
+        except UserError as exc:
+            outcome[device.name] = exc
+
+    with progress_display(console) as bars:
+        remote = [d for d in devices if d.transport != "local"]
+        with ThreadPoolExecutor(max_workers=max(1, len(remote))) as pool:
+            for future in [pool.submit(attempt, d, bars) for d in remote]:
+                future.result()
+        for device in devices:
+            if device.transport == "local":
+                attempt(device, bars)
+    return [outcome[name] for name in names]

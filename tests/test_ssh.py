@@ -199,3 +199,34 @@ def test_a_build_that_cannot_be_exported_is_recorded_failed_and_the_others_run(s
     failed, ok = out["builds"]
     assert failed["status"] == "failed" and "invalid implementation 'nnpack:nosuch/compute'" in failed["message"]
     assert ok["status"] == "ok" and len(ok["layers"]) == len(get_model("unet-tiny"))
+
+
+def test_several_devices_run_in_parallel_each_to_its_own_result(sshd: SSHServer, tmp_path: Path):
+    env = ssh_env(tmp_path / "home")
+    devices = sshd.devices_file(tmp_path / "devices.yaml", cores=1)
+    text = devices.read_text()
+    # a second device on the same server, under another name and work directory
+    import yaml  # noqa: PLC0415
+
+    doc = yaml.safe_load(text)
+    doc["devices"]["loopback2"] = {**doc["devices"]["loopback"], "workdir": str(sshd.workdir / "second")}
+    devices.write_text(yaml.safe_dump(doc))
+    results = tmp_path / "results"
+    proc = harness_cli(["run", "--devices-file", str(devices), "--device", "loopback,loopback2",
+                        "--model", "unet-tiny", "--builds", "torch", "--repeats", "3", "--warmup", "0"],
+                       {**env, "HARNESS_RESULTS_DIR": str(results)})
+    assert proc.returncode == 0, proc.stderr
+    written = [line.split("result written to ")[1] for line in proc.stdout.splitlines() if "result written to" in line]
+    docs = [json.loads(Path(p).read_text()) for p in written]
+    assert sorted(d["device"]["name"] for d in docs) == ["loopback", "loopback2"]
+    a, b = docs
+    # the two measurement windows overlap: the devices ran at the same time
+    assert a["started_utc"] < b["created_utc"] and b["started_utc"] < a["created_utc"]
+    assert all(d["builds"][0]["status"] == "ok" for d in docs)
+
+
+def test_output_with_several_devices_is_refused(sshd: SSHServer, tmp_path: Path):
+    devices = sshd.devices_file(tmp_path / "devices.yaml")
+    proc = harness_cli(["run", "--devices-file", str(devices), "--device", "loopback,local",
+                        "--output", str(tmp_path / "x.json")], ssh_env(tmp_path / "home"))
+    assert proc.returncode == 2 and "--output names one file" in proc.stderr

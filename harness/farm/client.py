@@ -81,6 +81,9 @@ def run_build_on_board(device: Device, request: dict[str, Any], artifacts: list[
 def merge(outputs: list[dict[str, Any]]) -> dict[str, Any]:
     """One run output from per-build outputs; the top-level state is the first board's."""
     merged = {k: outputs[0][k] for k in ("system", "environment", "settings")}
+    starts = [o["started_utc"] for o in outputs if "started_utc" in o]
+    if starts:
+        merged["started_utc"] = min(starts)
     merged["builds"] = []
     for out in outputs:
         for record in out["builds"]:

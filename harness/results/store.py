@@ -20,7 +20,8 @@ import jsonschema
 from harness.errors import UserError
 
 SCHEMA_VERSION = 2
-RESULTS_DIR = Path(__file__).resolve().parents[2] / "results"
+# HARNESS_RESULTS_DIR moves the results tree (tests, or a shared results disk).
+RESULTS_DIR = Path(os.environ.get("HARNESS_RESULTS_DIR") or Path(__file__).resolve().parents[2] / "results")
 RUNS_SUBDIR = "runs"  # results/ is also asv's results_dir; ours live apart from its machines
 
 

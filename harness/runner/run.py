@@ -7,6 +7,7 @@ as failed with its message; the other builds still run.
 """
 from __future__ import annotations
 
+import datetime as dt
 import platform
 import sys
 import traceback
@@ -130,6 +131,7 @@ def run(req: RunRequest, progress: Progress | None = None) -> dict[str, Any]:
     weights = make_weights(req.table)
     x = make_input(req.table)
     ref = reference_output(req.table, weights, x)
+    started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # stdlib: runs on devices
     before = collect_state()
     builds = []
     for name in req.builds:
@@ -142,7 +144,8 @@ def run(req: RunRequest, progress: Progress | None = None) -> dict[str, Any]:
             record = failed_record(name, detail)
         progress(name, record["status"], 0, 0)
         builds.append(record)
-    return {"system": {"before": before.to_json(), "after": collect_state().to_json(),
+    return {"started_utc": started,
+            "system": {"before": before.to_json(), "after": collect_state().to_json(),
                        "memory_bandwidth": measure_memory_bandwidth(req.device.cores)},  # roofline ceiling
             "environment": environment(),
             "settings": {"warmup": req.settings.warmup, "repeats": req.settings.repeats,
