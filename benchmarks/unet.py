@@ -43,13 +43,17 @@ class EndToEnd:
         return suite.seconds(suite.build_record(result, build)["e2e"]["samples_ms"])
 
 
-class Layer:
-    """Per-layer time per build, ids as in the harness's layer table (enc1.conv2, dec0.up...)."""
+class _PerLayer:
+    """Parameters shared by the per-layer benchmarks: build x layer id, one measurement."""
 
     params = [CONFIG.builds, LAYERS]
     param_names = ["build", "layer"]
     setup_cache = measure_all_builds
     timeout = 3600
+
+
+class Layer(_PerLayer):
+    """Per-layer time per build, ids as in the harness's layer table (enc1.conv2, dec0.up...)."""
 
     def setup(self, result, build, layer):
         suite.layer_record(result, build, layer)
@@ -58,13 +62,8 @@ class Layer:
         return suite.seconds(suite.layer_record(result, build, layer)["samples_ms"])
 
 
-class LayerEfficiency:
+class LayerEfficiency(_PerLayer):
     """Display only: lower-is-better forms of GFLOP/s and % of peak (see the module docstring)."""
-
-    params = [CONFIG.builds, LAYERS]
-    param_names = ["build", "layer"]
-    setup_cache = measure_all_builds
-    timeout = 3600
 
     def setup(self, result, build, layer):
         if not suite.layer_record(result, build, layer)["flops"]:

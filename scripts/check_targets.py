@@ -13,18 +13,13 @@ This is a benchmark report, not a test: it prints the figures and exits 1 if a t
 """
 from __future__ import annotations
 
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.results.store import find_results, load_result  # noqa: E402
-
-
-def iqr_rel(samples: list[float]) -> float:
-    q = statistics.quantiles(samples, n=4) if len(samples) > 1 else [samples[0]] * 3
-    return (q[2] - q[0]) / statistics.median(samples)
+from harness.runner.stats import summarize  # noqa: E402
 
 
 def main() -> int:
@@ -56,7 +51,7 @@ def main() -> int:
     for lid, hybrid in layers["tvm-nnpack"].items():
         best_name = min(("tvm", "caffe2-nnpack"), key=lambda n: layers[n][lid]["median_ms"])
         best = layers[best_name][lid]
-        noise = max(iqr_rel(hybrid["samples_ms"]), iqr_rel(best["samples_ms"]))
+        noise = max(summarize(hybrid["samples_ms"]).spread, summarize(best["samples_ms"]).spread)
         r = hybrid["median_ms"] / best["median_ms"]
         if r > 1 + noise:
             slower.append(f"{lid} {r:.2f}x {best_name} (noise {noise:.0%}, impl {hybrid['impl']})")

@@ -134,11 +134,11 @@ class FP16WinogradBuild(TVMBuildBase):
         untuned = [lid for lid, impl in impls.items() if impl.endswith(UNTUNED)]
         return Plan(mod, emitted.params, impls, precision_notes(ctx.device) + tuning_notes(db, ctx.device, untuned))
 
-    def runtime_parts(self, ctx: BuildContext, manifest: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    def runtime_parts(self, ctx: BuildContext, manifest: dict[str, Any]) -> list[Any]:
         """On the device: the kernels' weights again (kpack for the Winograd layers), rebuilt
         from the seeded weights and the tile sizes the exported impls name."""
         tiles = {layer.id: tile_of(manifest["impls"][layer.id]) for layer in ctx.table.convs}
-        return relax_params(ctx.table, kernel_weights(ctx.table, ctx.weights, tiles), STORAGE), []
+        return relax_params(ctx.table, kernel_weights(ctx.table, ctx.weights, tiles), STORAGE)
 
 
 def winograd_tasks(table: LayerTable, device: Device, db: TuningDatabase, root: Path) -> list[Task]:

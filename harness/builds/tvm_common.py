@@ -133,7 +133,6 @@ class Plan:
     impls: dict[str, str]  # layer id -> implementation label
     notes: list[str] = field(default_factory=list)
     external: dict[str, str] = field(default_factory=dict)  # layer id -> global function name
-    keepalive: list[Any] = field(default_factory=list)
 
 
 MODULE_FILE = "module.so"
@@ -153,18 +152,25 @@ class TVMBuildBase(Build):
     @abstractmethod
     def plan(self, ctx: BuildContext) -> Plan: ...
 
-    def runtime_parts(self, ctx: BuildContext, manifest: dict[str, Any]) -> tuple[list[Any], list[Any]]:
-        """On the device: main's weight arguments and objects to keep alive (externals)."""
+    def runtime_parts(self, ctx: BuildContext, manifest: dict[str, Any]) -> list[Any]:
+        """On the device: main's weight arguments, rebuilt from the seeded weights."""
         from harness.builds.tvm_relax import relax_params  # noqa: PLC0415
 
-        return relax_params(ctx.table, ctx.weights, manifest.get("dtype", "float32"), manifest["external"]), []
+        return relax_params(ctx.table, ctx.weights, manifest.get("dtype", "float32"), manifest["external"])
+
+    def attach_externals(self, ctx: BuildContext, impls: dict[str, str]) -> list[Any]:
+        """Create and register the external kernels the module calls (none by default), where
+        it will run: here for compile(), on the device for load(), never for export(). Returns
+        the objects the executable must keep alive."""
+        return []
 
     def compile(self, ctx: BuildContext):
         from harness.builds.tvm_vm import VMExecutable  # noqa: PLC0415
 
         p = self.plan(ctx)
+        keep = self.attach_externals(ctx, p.impls)  # before the long compile: fail fast
         return VMExecutable(compile_module(p.mod, make_target(ctx.device)), p.params, ctx.table.ids, p.impls,
-                            external=p.external, keepalive=p.keepalive, notes=p.notes)
+                            external=p.external, keepalive=keep, notes=p.notes)
 
     def export(self, ctx: BuildContext, out_dir: Path) -> list[Path]:
         from harness.deploy.cross import export_for_device  # noqa: PLC0415
@@ -182,7 +188,8 @@ class TVMBuildBase(Build):
         from harness.builds.tvm_vm import VMExecutable  # noqa: PLC0415
 
         manifest = json.loads((artifact_dir / MANIFEST_FILE).read_text())
-        params, keep = self.runtime_parts(ctx, manifest)
+        params = self.runtime_parts(ctx, manifest)
+        keep = self.attach_externals(ctx, manifest["impls"])
         module = tvm.runtime.load_module(str(artifact_dir / MODULE_FILE))
         return VMExecutable(module, params, ctx.table.ids, manifest["impls"], external=manifest["external"],
                             keepalive=keep, notes=manifest["notes"])

@@ -86,6 +86,12 @@ def global_name(table: LayerTable, layer_id: str, impl: str) -> str:
     return f"harness.nnpack.{table.config.name}.{layer_id}.{impl.replace(':', '.').replace('/', '.')}"
 
 
+def nnpack_globals(table: LayerTable, impls: dict[str, str]) -> dict[str, str]:
+    """Layer id -> the global function name of each layer that chose NNPACK."""
+    return {layer.id: global_name(table, layer.id, impls[layer.id])
+            for layer in table.convs if impls[layer.id].startswith("nnpack:")}
+
+
 class TVMNNPACKBuild(TVMBuildBase):
     name = "tvm-nnpack"
     description = "TVM with, per layer, the fastest of its tuned kernel and NNPACK's algorithms"
@@ -94,19 +100,16 @@ class TVMNNPACKBuild(TVMBuildBase):
     def unavailable(self, device: Device) -> str | None:
         return super().unavailable(device) or nnpack.available()
 
-    def register_nnpack_layers(self, ctx: BuildContext, impls: dict[str, str]) -> tuple[dict[str, str], list[Any]]:
+    def attach_externals(self, ctx: BuildContext, impls: dict[str, str]) -> list[Any]:
         """Create and register the NNPACK kernels of the layers that chose NNPACK."""
         pool = nnpack.ThreadPool(ctx.threads)
-        external: dict[str, str] = {}
         keep: list[Any] = [pool]
-        for layer in ctx.table.convs:
-            if impls[layer.id].startswith("nnpack:"):
-                w = ctx.weights[layer.id]
-                conv = make_nnpack_conv(layer, w.weight, w.bias, impls[layer.id], pool)
-                external[layer.id] = global_name(ctx.table, layer.id, impls[layer.id])
-                register_nnpack_layer(external[layer.id], conv)
-                keep.append(conv)
-        return external, keep
+        for layer_id, name in nnpack_globals(ctx.table, impls).items():
+            w = ctx.weights[layer_id]
+            conv = make_nnpack_conv(ctx.table[layer_id], w.weight, w.bias, impls[layer_id], pool)
+            register_nnpack_layer(name, conv)
+            keep.append(conv)
+        return keep
 
     def plan(self, ctx: BuildContext) -> Plan:
         tvm_db = tuning_database(ctx, "tvm-conv2d")
@@ -124,7 +127,7 @@ class TVMNNPACKBuild(TVMBuildBase):
             else:
                 parse_impl(impl)
                 impls[layer.id] = impl
-        external, keep = self.register_nnpack_layers(ctx, impls)
+        external = nnpack_globals(ctx.table, impls)
         emitted = emit_relax(ctx.table, ctx.weights, external=external)
         mod = schedule_network(lower(emitted.mod, make_target(ctx.device)), ctx.table,
                                lambda layer: (lambda sch: schedule_conv(sch, tvm_params[layer.id])),
@@ -136,14 +139,7 @@ class TVMNNPACKBuild(TVMBuildBase):
         if unchosen:
             notes.append(f"no hybrid choice for {len(unchosen)} conv layer(s), TVM used: run "
                          f"`harness tune --device {ctx.device.name} --builds tvm-nnpack`")
-        return Plan(mod, emitted.params, impls, notes, external, keep)
-
-    def runtime_parts(self, ctx: BuildContext, manifest: dict[str, Any]) -> tuple[list[Any], list[Any]]:
-        params, _ = super().runtime_parts(ctx, manifest)
-        external, keep = self.register_nnpack_layers(ctx, manifest["impls"])
-        if external != manifest["external"]:
-            raise RuntimeError("the device's NNPACK layers differ from the exported module's")
-        return params, keep
+        return Plan(mod, emitted.params, impls, notes, external)
 
 
 def hybrid_tasks(table: LayerTable, device: Device, db: TuningDatabase, root: Path) -> list[Task]:

@@ -18,6 +18,7 @@ read their samples back from that JSON file: nothing a device sent is ever unpic
 """
 from __future__ import annotations
 
+import functools
 import io
 import os
 from dataclasses import dataclass
@@ -69,9 +70,15 @@ def measure_once(config: SuiteConfig) -> str:
     return str(save_result(doc, default_result_path(doc)))
 
 
+@functools.lru_cache(maxsize=4)
+def _result(result_path: str) -> dict[str, Any]:
+    """The result file, read and validated once per process, not once per benchmark call."""
+    return load_result(Path(result_path))
+
+
 def build_record(result_path: str, build: str) -> dict[str, Any]:
     """The build's record; NotImplementedError (asv: skipped, not failed) if it did not run."""
-    doc = load_result(Path(result_path))
+    doc = _result(result_path)
     for record in doc["builds"]:
         if record["name"] == build:
             if record["status"] != "ok":
@@ -102,5 +109,5 @@ def ms_per_gflop(layer: dict[str, Any]) -> list[float]:
 
 
 def peak_of(result_path: str, build: str) -> float:
-    doc = load_result(Path(result_path))
+    doc = _result(result_path)
     return doc["device"]["peak_gflops"][build_record(result_path, build).get("peak_dtype", "fp32")]

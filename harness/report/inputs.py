@@ -8,13 +8,12 @@ each file's harness.commit.
 from __future__ import annotations
 
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from harness.errors import UserError
-from harness.results.document import REPO
+from harness.results.document import REPO, git
 from harness.results.store import find_results, load_result
 
 HEX = re.compile(r"^[0-9a-fA-F]{4,40}$")
@@ -29,17 +28,9 @@ class Found:
     created: str
 
 
-def _git(*args: str, repo: Path = REPO) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
 def resolve_commit(ref: str, repo: Path = REPO) -> str:
     """Full hash of `ref`, or `ref` itself as a hash prefix when git does not know it."""
-    sha = _git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", repo=repo)
+    sha = git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", repo=repo)
     if sha:
         return sha
     if HEX.match(ref):
@@ -55,7 +46,7 @@ def commit_range(spec: str, repo: Path = REPO) -> tuple[str, str, list[str] | No
     if not sep or not start or not end:
         raise UserError(f"{spec}: a commit range is written A..B")
     a, b = resolve_commit(start, repo), resolve_commit(end, repo)
-    listed = _git("rev-list", "--reverse", f"{a}..{b}", repo=repo)
+    listed = git("rev-list", "--reverse", f"{a}..{b}", repo=repo)
     return a, b, None if listed is None else [a, *listed.split()]
 
 
@@ -83,9 +74,12 @@ def _one(found: list[Found], attr: str, wanted: str | None, what: str) -> list[F
 
 
 def results_for_commits(commits: Sequence[str], root: Path, device: str | None = None,
-                        model: str | None = None, what: str = "these commits") -> list[Found]:
-    """Stored results of `commits` (full hashes or prefixes) for one device and model, oldest first."""
-    found = [f for f in stored_results(root) if any(_matches(f.commit, c) for c in commits)]
+                        model: str | None = None, what: str = "these commits",
+                        stored: list[Found] | None = None) -> list[Found]:
+    """Stored results of `commits` (full hashes or prefixes) for one device and model, oldest
+    first. `stored`: stored_results(root), when the caller already has it."""
+    stored = stored_results(root) if stored is None else stored
+    found = [f for f in stored if any(_matches(f.commit, c) for c in commits)]
     found = _one(_one(found, "device", device, what), "model", model, what)
     if not found:
         raise UserError(f"no stored results for {what} under {root}"
@@ -103,14 +97,15 @@ def results_in_range(spec: str, root: Path, device: str | None = None,
     what = f"commits {spec}"
     if commits is not None:
         return results_for_commits(commits, root, device, model, what)
-    ends = results_for_commits([a, b], root, device, model, what)
+    stored = stored_results(root)  # every file is read and validated: once
+    ends = results_for_commits([a, b], root, device, model, what, stored)
     first = min((f.created for f in ends if _matches(f.commit, a)), default=None)
     last = max((f.created for f in ends if _matches(f.commit, b)), default=None)
     if first is None or last is None:
         raise UserError(f"{spec}: git does not know this range and there are no stored results "
                         f"for {a if first is None else b} to bound it by time")
     device, model = ends[0].device, ends[0].model
-    return [f for f in stored_results(root) if f.device == device and f.model == model
+    return [f for f in stored if f.device == device and f.model == model
             and first <= f.created <= last]
 
 

@@ -1,7 +1,6 @@
 """Assemble a result document from a run's output and what the host knows."""
 from __future__ import annotations
 
-import datetime as dt
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -10,26 +9,26 @@ from harness import __version__
 from harness.devices.config import Device
 from harness.model.layers import LayerTable
 from harness.results.store import SCHEMA_VERSION
+from harness.timestamps import utc_now
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+def git(*args: str, repo: Path = REPO) -> str | None:
+    """`git args` in the harness checkout: its stripped output, or None if git fails."""
+    try:
+        out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
 def git_commit(repo: Path = REPO) -> tuple[str | None, bool | None]:
     """(commit, dirty) of the harness checkout; (None, None) outside one."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
-                                text=True, timeout=10)
-        if commit.returncode != 0:
-            return None, None
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                                capture_output=True, text=True, timeout=10)
-        return commit.stdout.strip(), bool(status.stdout.strip())
-    except (OSError, subprocess.TimeoutExpired):
+    commit = git("rev-parse", "HEAD", repo=repo)
+    if commit is None:
         return None, None
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return commit, bool(git("status", "--porcelain", "--untracked-files=no", repo=repo))
 
 
 def model_block(table: LayerTable) -> dict[str, Any]:

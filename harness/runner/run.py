@@ -7,7 +7,6 @@ as failed with its message; the other builds still run.
 """
 from __future__ import annotations
 
-import datetime as dt
 import platform
 import sys
 import traceback
@@ -25,6 +24,7 @@ from harness.devices.state import collect_state
 from harness.model.layers import LayerTable
 from harness.model.unet import make_input, make_weights
 from harness.runner.measure import Settings, measure, steps
+from harness.timestamps import utc_now
 from harness.runner.deps import missing_message
 
 # progress(build, phase, done, total); phase is "compile", "measure", "ok" or "failed"
@@ -131,7 +131,7 @@ def run(req: RunRequest, progress: Progress | None = None) -> dict[str, Any]:
     weights = make_weights(req.table)
     x = make_input(req.table)
     ref = reference_output(req.table, weights, x)
-    started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # stdlib: runs on devices
+    started = utc_now()
     before = collect_state()
     builds = []
     for name in req.builds:

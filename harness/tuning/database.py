@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.results.document import utc_now
+from harness.timestamps import utc_now
 from harness.results.store import write_atomic
 
 FORMAT = 1
