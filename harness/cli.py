@@ -6,7 +6,6 @@ stderr and exit code 2; tracebacks are for bugs only.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
@@ -14,6 +13,7 @@ from rich.console import Console
 
 from harness.errors import UserError
 from harness.report.command import add_arguments as report_arguments
+from harness.terminal import error_line, make_console
 
 Command = Callable[[argparse.Namespace, Console], int]
 
@@ -63,7 +63,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     codes = []
     for device, outcome in zip(devices, run_on_devices(devices, table, builds, settings, console)):
         if isinstance(outcome, UserError):
-            Console(stderr=True).print(f"harness: error: {outcome}", markup=False, highlight=False, soft_wrap=True)
+            error_line(make_console(stderr=True), str(outcome))
             codes.append(outcome.exit_code)
         else:
             codes.append(_report_run(outcome, None, console))
@@ -73,11 +73,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 def _report_run(doc: dict, output: Path | None, console: Console) -> int:
     """Save one device's result, print its table; 1 if every build failed."""
     from harness.report.table import print_run  # noqa: PLC0415
-    from harness.results.store import default_result_path, save_result  # noqa: PLC0415
+    from harness.results.store import save_new_result, save_result  # noqa: PLC0415
 
-    path = save_result(doc, output or default_result_path(doc))
+    path = save_result(doc, output) if output else save_new_result(doc)
     print_run(doc, console)
-    console.print(f"result written to {path}", highlight=False)
+    console.print(f"result written to {path}")
     failed = [b["name"] for b in doc["builds"] if b["status"] != "ok"]
     return 1 if failed and len(failed) == len(doc["builds"]) else 0
 
@@ -223,15 +223,14 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Off a terminal (CI logs, pipes) nothing limits the width: keep the table unwrapped.
-    console = Console(width=None if sys.stdout.isatty() else 400)
-    err = Console(stderr=True)
+    console = make_console()
+    err = make_console(stderr=True)
     try:
         args = make_parser().parse_args(argv)
         return args.func(args, console)
     except UserError as exc:
-        err.print(f"harness: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        error_line(err, str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
-        err.print("harness: interrupted; nothing was written for the unfinished run", markup=False)
+        err.print("harness: interrupted; nothing was written for the unfinished run")
         return 130

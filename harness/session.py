@@ -17,8 +17,9 @@ from harness.runner.run import RunRequest, run
 
 
 def progress_display(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[phase]}"), TimeElapsedColumn(), console=console,
+    # markup=False: descriptions hold device and build names, which are printed as written.
+    return Progress(TextColumn("{task.description:<24}", markup=False), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[phase]}", markup=False), TimeElapsedColumn(), console=console,
                     transient=False, disable=not console.is_terminal and console.quiet)
 
 

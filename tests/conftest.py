@@ -3,6 +3,7 @@ real OpenSSH server (tests/sshd.py, so other modules can reuse it)."""
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,25 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd or REPO, timeout=timeout)
+
+
+def assert_derived_numbers_agree(doc: dict) -> None:
+    """Every derived number in a result equals what the file's own raw numbers give: medians of
+    its samples, GFLOP/s from its FLOPs, % of peak from its stored peak (never from a value
+    this machine would compute, which is what made a test fail on AVX-512 hosts)."""
+    cores, freq, fpc = doc["device"]["cores"], doc["device"]["freq_ghz"], doc["device"]["flops_per_cycle"]
+    for dtype, peak in doc["device"]["peak_gflops"].items():
+        assert peak == pytest.approx(cores * freq * fpc[dtype], rel=1e-12)
+    for build in doc["builds"]:
+        if build["status"] != "ok":
+            continue
+        peak = doc["device"]["peak_gflops"][build["peak_dtype"]]
+        assert build["e2e"]["median_ms"] == pytest.approx(statistics.median(build["e2e"]["samples_ms"]))
+        for layer in build["layers"]:
+            median = statistics.median(layer["samples_ms"])
+            assert layer["median_ms"] == pytest.approx(median, rel=1e-12)
+            assert layer["gflops"] == pytest.approx(layer["flops"] / (layer["median_ms"] * 1e6), rel=1e-12)
+            assert layer["pct_peak"] == pytest.approx(100 * layer["gflops"] / peak, rel=1e-12)
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import json
 import subprocess
 
 import numpy as np
+import pytest
 
 from harness.builds import REGISTRY
 from harness.builds.base import BuildContext
@@ -43,19 +44,32 @@ def test_weight_transform_is_winograds_identity():
         np.testing.assert_allclose(y, direct, rtol=1e-9, atol=1e-9)
 
 
-def test_untuned_then_tuned_build_on_this_host(table, device, tmp_path):
-    assert not device.fp16_arithmetic  # this host: F16C conversions only
+def with_fp16_math(device, on: bool):
+    """The local device as a CPU with (AVX512-FP16, an A76) or without fp16 arithmetic. Both
+    paths compile and run on every x86 host: LLVM widens half operations where the CPU has none
+    (slowly), so neither test depends on which CPU this session got."""
+    fp32 = device.flops_per_cycle["fp32"]
+    return dataclasses.replace(device, flops_per_cycle={"fp32": fp32, "fp16": 2 * fp32 if on else fp32})
+
+
+@pytest.mark.parametrize("fp16_math", [False, True], ids=["fp16-storage", "fp16-arithmetic"])
+def test_untuned_then_tuned_build(table, device, tmp_path, fp16_math):
+    device = with_fp16_math(device, fp16_math)
     opts = {"fp16-winograd": {"tuning_dir": tmp_path}}
     b = run_builds(table, device, ["fp16-winograd"], opts)["fp16-winograd"]
     assert b["status"] == "ok", b["message"]
     assert 0 < b["max_rel_error"] <= b["tolerance"] == FP16WinogradBuild.tolerance
-    assert b["precision"] == "fp16" and b["peak_dtype"] == "fp32"
-    assert any("fp16 storage, fp32 arithmetic" in note and "no fp16 math" in note for note in b["notes"])
+    assert b["precision"] == "fp16" and b["peak_dtype"] == ("fp16" if fp16_math else "fp32")
+    if fp16_math:
+        assert any("fp16 storage and fp16 arithmetic" in note for note in b["notes"])
+    else:
+        assert any("fp16 storage, fp32 arithmetic" in note and "no fp16 math" in note for note in b["notes"])
     assert [layer["id"] for layer in b["layers"]] == table.ids
     impls = conv_impls(b)
-    assert all(i.endswith("/fp16-storage:untuned") or i == "direct:fp16-storage:untuned" for i in impls)
-    assert "winograd:F4x4/fp16-storage:untuned" in impls
-    assert not any("winograd-fp16" in i for i in impls)  # never claims fp16 math here
+    assert all(i.endswith(":untuned") for i in impls)
+    winograd = "winograd-fp16:F4x4" if fp16_math else "winograd:F4x4/fp16-storage"
+    assert f"{winograd}:untuned" in impls
+    assert any("winograd-fp16" in i for i in impls) == fp16_math  # claims fp16 math only with it
 
     db = load_database(device.name, "fp16-winograd", {"kind": "llvm"}, tmp_path)
     tasks = winograd_tasks(table, device, db, tmp_path)
@@ -69,16 +83,16 @@ def test_untuned_then_tuned_build_on_this_host(table, device, tmp_path):
     assert tuned["max_rel_error"] <= tuned["tolerance"]
     impls = conv_impls(tuned)
     assert not any(i.endswith(":untuned") for i in impls)
-    assert "winograd:F4x4/fp16-storage" in impls
+    assert winograd in impls
 
 
 def test_impl_labels_say_fp16_math_only_where_the_device_has_it(device):
-    fp16_device = dataclasses.replace(device, flops_per_cycle={"fp32": 16, "fp16": 32})
+    plain, fp16_device = with_fp16_math(device, False), with_fp16_math(device, True)
     p = WinogradParams(4, 4, 16)
-    assert impl_label(p, device, tuned=True) == "winograd:F4x4/fp16-storage"
+    assert impl_label(p, plain, tuned=True) == "winograd:F4x4/fp16-storage"
     assert impl_label(p, fp16_device, tuned=True) == "winograd-fp16:F4x4"
     assert impl_label(p, fp16_device, tuned=False) == "winograd-fp16:F4x4:untuned"
-    assert FP16WinogradBuild().peak_dtype(device) == "fp32"
+    assert FP16WinogradBuild().peak_dtype(plain) == "fp32"
     assert FP16WinogradBuild().peak_dtype(fp16_device) == "fp16"
 
 

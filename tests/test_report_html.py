@@ -88,7 +88,7 @@ def test_report_page_loads_cleanly_renders_images_and_sorts(result, tmp_path, op
     assert main(["report", str(result), "--output-dir", str(tmp_path / "reports"),
                  "--results-root", str(tmp_path / "store")]) == 0
     doc = load_result(result)
-    page_path = tmp_path / "reports" / "local" / doc["harness"]["commit"][:12] / "index.html"
+    page_path = tmp_path / "reports" / "local" / f"{doc['harness']['commit'][:12]}-{doc['run_id']}" / "index.html"
     assert f"report written to {page_path}" in capsys.readouterr().out
     loaded = open_page(page_path)
     page = loaded.page

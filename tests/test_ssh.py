@@ -116,8 +116,10 @@ def test_missing_dependency_says_what_and_how(sshd: SSHServer, tmp_path: Path):
 
 def _earlier_results(out_dir: Path) -> dict[Path, bytes]:
     out_dir.mkdir()
+    # target.json, the run's --output, does not exist: a failed run must not create it (an
+    # existing --output is refused before measuring, see tests/test_reliability.py).
     files = {out_dir / "earlier.json": b'{"complete": true, "earlier": 1}\n',
-             out_dir / "target.json": b'{"complete": true, "earlier": 2}\n'}
+             out_dir / "other.json": b'{"complete": true, "earlier": 2}\n'}
     for path, data in files.items():
         path.write_bytes(data)
     return files

@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from harness.devices.config import Device
 from harness.devices.state import state_warnings
 from harness.errors import UserError
 from harness.runner.deps import install_hint
+from harness.terminal import warn
 
 HOT_C = 80.0  # the Pi firmware starts soft-throttling at 80 C
 
@@ -96,7 +97,7 @@ def check_table(device: Device, info: dict[str, Any]) -> Table:
     table.add_column(style="bold")
     table.add_column()
     for key, value in rows:
-        table.add_row(key, escape(value))
+        table.add_row(Text(key), Text(value))
     return table
 
 
@@ -104,5 +105,5 @@ def run_check(device: Device, console: Console) -> dict[str, Any]:
     info = probe_device(device)
     console.print(check_table(device, info))
     for w in check_warnings(device, info):
-        console.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False)
+        warn(console, w)
     return info

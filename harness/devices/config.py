@@ -6,6 +6,8 @@ detected on this host.
 """
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -14,8 +16,14 @@ import yaml
 
 from harness.devices.peaks import KNOWN_CORES, detect_host, peak_gflops
 from harness.errors import UserError
+from harness.userfiles import read_user_text
 
 TRANSPORTS = ("local", "ssh", "rpc")
+# Device names become path components (results/runs/<device>/, reports/<device>/, tuning/<device>/)
+# and asv machine names, and are printed: letters, digits, '.', '_' and '-', starting with a
+# letter or digit, so no name can be '..', hold a '/', or look like terminal markup.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+RESERVED_NAMES = {"runs"}  # results/runs/ holds the run files beside asv's machine folders
 DEFAULT_DEVICE = "local"
 DEFAULT_DEVICES_FILE = Path(__file__).resolve().parents[2] / "devices.yaml"
 
@@ -70,7 +78,9 @@ class Device:
                 "cores": self.cores, "freq_ghz": self.freq_ghz, "isa": list(self.isa),
                 "transport": self.transport, "flops_per_cycle": dict(self.flops_per_cycle),
                 "fp16_arithmetic": self.fp16_arithmetic,
-                "peak_gflops": {k: round(v, 3) for k, v in self.peak_gflops.items()}}
+                # Unrounded: % of peak is computed from these very numbers, and a reader who
+                # recomputes it from the file must get the same value.
+                "peak_gflops": dict(self.peak_gflops)}
 
 
 class _Entry:
@@ -104,7 +114,7 @@ def _is_pos_int(v: Any) -> bool:
 
 
 def _is_pos_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
 
 def _is_str(v: Any) -> bool:
@@ -123,7 +133,17 @@ def _is_target(v: Any) -> bool:
     return v == "host" or (isinstance(v, dict) and _is_str(v.get("kind")))
 
 
+def check_device_name(name: str, where: str) -> str:
+    """`name` if it is safe as a path component and in terminal output, else a UserError."""
+    if not NAME_PATTERN.fullmatch(name) or name in RESERVED_NAMES:
+        why = "is reserved" if name in RESERVED_NAMES else \
+            "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        raise UserError(f"{where}: device name {name!r} {why}")
+    return name
+
+
 def _parse_device(path: Path, name: str, raw: Any) -> Device:
+    check_device_name(name, str(path))
     if not isinstance(raw, dict):
         raise UserError(f"{path}: device {name!r}: expected a mapping of fields, got {raw!r}")
     e = _Entry(path, name, raw)
@@ -206,19 +226,16 @@ class DeviceRegistry:
 
 def load_devices(path: Path | str | None = None) -> DeviceRegistry:
     path = Path(path) if path else DEFAULT_DEVICES_FILE
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise UserError(f"{path}: devices file not found (pass --devices-file PATH)") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read devices file: {exc.strerror}") from None
+    text = read_user_text(path, "devices file", " (pass --devices-file PATH)")
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
+        problem = " ".join(str(getattr(exc, "problem", None) or "invalid YAML").split())
         raise UserError(f"{path}: not valid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise UserError(f"{path}: not valid YAML: nested too deeply") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("devices"), dict) or not doc["devices"]:
         raise UserError(f"{path}: expected a top-level 'devices:' mapping with at least one device")
     unknown_top = set(doc) - {"devices", "default"}

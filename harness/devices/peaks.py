@@ -22,6 +22,18 @@ KNOWN_CORES: dict[str, tuple[int, int]] = {
 }
 # ARM "CPU part" in /proc/cpuinfo -> LLVM cpu name
 ARM_PARTS = {"0xd03": "cortex-a53", "0xd08": "cortex-a72", "0xd0b": "cortex-a76"}
+# TEST FAKE: a file read in place of /proc/cpuinfo, so that detection (and every test that
+# depends on it) can be run as on each machine kind this project meets (tests/cpuinfo/). A fake
+# machine is a VM without cpufreq: sysfs frequencies are then not read either.
+FAKE_CPUINFO_ENV = "HARNESS_FAKE_CPUINFO"
+
+
+def cpuinfo_path() -> str:
+    return os.environ.get(FAKE_CPUINFO_ENV) or "/proc/cpuinfo"
+
+
+def cpufreq_readable() -> bool:
+    return not os.environ.get(FAKE_CPUINFO_ENV)
 
 
 @dataclass(frozen=True)
@@ -47,7 +59,7 @@ def _cpuinfo() -> dict[str, str]:
     """The first processor's fields of /proc/cpuinfo."""
     fields: dict[str, str] = {}
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(cpuinfo_path()) as f:
             for line in f:
                 if not line.strip():
                     if fields:
@@ -79,8 +91,9 @@ def arm_flops_per_cycle(cpu: str | None, features: set[str]) -> tuple[int, int]:
 
 def _max_freq_ghz(cpuinfo: dict[str, str]) -> float | None:
     try:
-        with open("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq") as f:
-            return int(f.read()) / 1e6
+        if cpufreq_readable():
+            with open("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq") as f:
+                return int(f.read()) / 1e6
     except (OSError, ValueError):
         pass
     mhz = cpuinfo.get("cpu MHz")

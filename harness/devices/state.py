@@ -13,6 +13,8 @@ import subprocess
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from harness.devices.peaks import cpufreq_readable, cpuinfo_path
+
 CPUFREQ = "/sys/devices/system/cpu/cpu{}/cpufreq/{}"
 
 
@@ -35,6 +37,8 @@ class DeviceState:
 
 
 def _read(path: str) -> str | None:
+    if path.startswith("/sys/devices/system/cpu/") and not cpufreq_readable():
+        return None
     try:
         with open(path) as f:
             return f.read().strip()
@@ -57,7 +61,7 @@ def collect_frequency() -> tuple[list[float] | None, str | None]:
     khz = [_read(CPUFREQ.format(cpu, "scaling_cur_freq")) for cpu in _cpus()]
     if all(khz):
         return [int(k) / 1000.0 for k in khz], "cpufreq"  # type: ignore[arg-type]
-    mhz = [float(line.split(":")[1]) for line in (_read("/proc/cpuinfo") or "").splitlines()
+    mhz = [float(line.split(":")[1]) for line in (_read(cpuinfo_path()) or "").splitlines()
            if line.startswith("cpu MHz")]
     if mhz:
         return mhz, "/proc/cpuinfo"

@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 
 from harness.builds import build_names, check_build_names
 from harness.devices import load_devices
 from harness.model import DEFAULT_MODEL, get_model
-from harness.results.store import default_result_path, load_result, save_result
+from harness.results.store import load_result, save_new_result
 from harness.runner.measure import Settings
+from harness.terminal import make_console
 
 
 @dataclass(frozen=True)
@@ -64,10 +64,10 @@ def measure_once(config: SuiteConfig) -> str:
     from harness.session import run_on_device  # noqa: PLC0415 - heavy; only when measuring
 
     device = load_devices(config.devices_file).get(config.device)
-    quiet = Console(file=io.StringIO(), quiet=True)
+    quiet = make_console(file=io.StringIO(), quiet=True)
     doc = run_on_device(device, get_model(config.model), config.builds,
                         Settings(warmup=config.warmup, repeats=config.repeats), quiet)
-    return str(save_result(doc, default_result_path(doc)))
+    return str(save_new_result(doc))
 
 
 @functools.lru_cache(maxsize=4)

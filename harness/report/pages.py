@@ -38,8 +38,11 @@ def _figure(out: Path, file: str, fig: MplFigure, alt: str, caption: str) -> Fig
 
 
 def default_name(view: RunView) -> str:
+    """The commit and the run: two runs of one commit on one device get two pages, so a
+    report never replaces another run's page (older files without a run id: the file name)."""
     newest = view.sources[-1]
-    return newest.commit[:12] if newest.commit else newest.path.stem
+    run = newest.doc.get("run_id") or newest.path.stem
+    return f"{newest.commit[:12]}-{run}" if newest.commit else run
 
 
 def _run_figures(view: RunView, out: Path) -> list[Figure]:

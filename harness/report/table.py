@@ -4,11 +4,12 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from harness.devices.state import state_warnings
 from harness.runner.stats import noise_warning
+from harness.terminal import labelled, warn
 
 
 def _ok_builds(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -85,15 +86,14 @@ def print_run(doc: dict[str, Any], console: Console) -> None:
     console.print(layer_table(doc))
     uniform = [impl_legend(b) for b in _ok_builds(doc) if not varying_impl(b)]
     if uniform:
-        console.print("impl (same for every layer of an op): " + "; ".join(uniform), highlight=False,
-                      markup=False)
+        console.print(Text("impl (same for every layer of an op): " + "; ".join(uniform)))
     for b in doc["builds"]:
         if b["status"] != "ok":
-            console.print(f"[red]build {escape(b['name'])} failed:[/red] {escape(b['message'])}", highlight=False)
+            console.print(labelled(f"build {b['name']} failed:", "red", str(b["message"])))
         elif "max_rel_error" in b:
-            console.print(f"{b['name']}: max relative error vs fp32 reference {b['max_rel_error']:.2e} "
-                          f"(tolerance {b['tolerance']:.0e})", highlight=False)
+            console.print(Text(f"{b['name']}: max relative error vs fp32 reference {b['max_rel_error']:.2e} "
+                               f"(tolerance {b['tolerance']:.0e})"))
         for note in b.get("notes", []):
-            console.print(f"{escape(b['name'])}: {escape(note)}", highlight=False)
+            console.print(Text(f"{b['name']}: {note}"))
     for w in run_warnings(doc):
-        console.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False)
+        warn(console, w)

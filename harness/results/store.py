@@ -10,6 +10,8 @@ import copy
 import functools
 import json
 import os
+import re
+import secrets
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any, Callable
 import jsonschema
 
 from harness.errors import UserError
+from harness.userfiles import read_user_text
 
 SCHEMA_VERSION = 2
 # HARNESS_RESULTS_DIR moves the results tree (tests, or a shared results disk).
@@ -67,14 +70,13 @@ def validate(doc: dict[str, Any], source: str = "result") -> None:
 
 def load_result(path: Path | str) -> dict[str, Any]:
     path = Path(path)
+    text = read_user_text(path, "result file")
     try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: result file not found") from None
+        doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: corrupt result file, not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read result file: {exc}") from None
+    except RecursionError:
+        raise UserError(f"{path}: corrupt result file, nested too deeply") from None
     if not isinstance(doc, dict):
         raise UserError(f"{path}: not a harness result file (not a JSON object)")
     doc = migrate(doc, str(path))
@@ -82,9 +84,13 @@ def load_result(path: Path | str) -> dict[str, Any]:
     return doc
 
 
-def write_atomic(path: Path, text: str | bytes) -> None:
-    """Write via a temporary file in the same directory and rename it into place, so a
-    reader (or a crash) sees the old file or the new one, never half of either."""
+def write_atomic(path: Path, text: str | bytes, exclusive: bool = False) -> None:
+    """Write via a temporary file in the same directory and move it into place, so a reader
+    (or a crash) sees the old file or the new one, never half of either.
+
+    exclusive: never replace an existing file. The complete temporary file is hard-linked to
+    `path`, which fails with FileExistsError if anything is there, however many writers race
+    (a rename would silently replace the other writer's file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -93,20 +99,49 @@ def write_atomic(path: Path, text: str | bytes) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if exclusive:
+            os.link(tmp, path)
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         raise
 
 
-def save_result(doc: dict[str, Any], path: Path | str) -> Path:
+def _write_new(doc: dict[str, Any], path: Path) -> Path:
+    """Validate and write `doc` as a new file; FileExistsError if `path` is taken."""
     validate(doc, str(path))
-    path = Path(path)
     try:
-        write_atomic(path, json.dumps(doc, indent=1) + "\n")
+        write_atomic(path, json.dumps(doc, indent=1) + "\n", exclusive=True)
+    except FileExistsError:
+        raise
     except OSError as exc:
         raise UserError(f"{path}: cannot write result file: {exc.strerror or exc}") from None
     return path
+
+
+def save_result(doc: dict[str, Any], path: Path | str) -> Path:
+    """Write a new result file; an existing file is never replaced (results are records)."""
+    path = Path(path)
+    try:
+        return _write_new(doc, path)
+    except FileExistsError:
+        raise UserError(f"{path}: a result file of that name exists; it is kept, and nothing was written "
+                        "(choose another --output)") from None
+
+
+def save_new_result(doc: dict[str, Any], root: Path = RESULTS_DIR) -> Path:
+    """Write the result under its default path. Should another run have taken that name (same
+    microsecond, same random bits), draw a new run id rather than replace its file."""
+    doc.setdefault("run_id", new_run_id(doc["created_utc"]))
+    for _ in range(8):
+        try:
+            return _write_new(doc, default_result_path(doc, root))
+        except FileExistsError:
+            doc["run_id"] = new_run_id(doc["created_utc"])
+    raise UserError(f"{default_result_path(doc, root).parent}: could not find a free result file name")
 
 
 def check_writable(path: Path | str) -> None:
@@ -114,6 +149,9 @@ def check_writable(path: Path | str) -> None:
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path}: cannot write result file: it is a directory")
+    if path.exists() or path.is_symlink():
+        raise UserError(f"{path}: a file of that name exists; results are never overwritten "
+                        "(choose another --output)")
     parent = path.parent
     while not parent.exists():
         parent = parent.parent
@@ -121,10 +159,32 @@ def check_writable(path: Path | str) -> None:
         raise UserError(f"{path}: cannot write result file: {parent} is not a writable directory")
 
 
+_SAFE_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def new_run_id(created_utc: str) -> str:
+    """A run's id: its creation time to the microsecond plus 24 random bits, so that runs
+    started at the same moment (six at once into one folder) never share a name.
+    "2026-12-02T10:15:30.123456Z" -> "20261202T101530.123456Z-3f9a0c"."""
+    stamp = created_utc.replace("-", "").replace(":", "")
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+def _path_part(text: str, what: str) -> str:
+    """A name from a result document as one path component; anything else is refused
+    (a device named '../../x' must not write outside the results folder)."""
+    if not _SAFE_PART.fullmatch(text):
+        raise UserError(f"{what} {text!r} cannot be used in a file name: it must be letters, digits, "
+                        "'.', '_' or '-', starting with a letter or digit")
+    return text
+
+
 def default_result_path(doc: dict[str, Any], root: Path = RESULTS_DIR) -> Path:
-    stamp = doc["created_utc"].replace("-", "").replace(":", "").split(".")[0].rstrip("Z") + "Z"
+    run = doc.get("run_id") or new_run_id(doc["created_utc"])
     commit = (doc["harness"].get("commit") or "nocommit")[:12]
-    return root / RUNS_SUBDIR / doc["device"]["name"] / f"{stamp}_{commit}_{doc['model']['name']}.json"
+    device = _path_part(doc["device"]["name"], "device name")
+    model = _path_part(doc["model"]["name"], "model name")
+    return root / RUNS_SUBDIR / device / f"{_path_part(run, 'run id')}_{commit}_{model}.json"
 
 
 def find_results(root: Path = RESULTS_DIR) -> list[Path]:

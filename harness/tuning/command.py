@@ -79,15 +79,15 @@ def tune(device: Device, table: LayerTable, builds: list[str], budget: Budget, c
         console.print(summary_table(db, tasks))
         console.print(f"{kind}: database {db.path}", highlight=False)
         if not finished:
-            console.print(f"[yellow]time budget reached during {kind}; run the same command again to "
-                          "continue where it stopped[/yellow]")
+            console.print(f"time budget reached during {kind}; run the same command again to "
+                          "continue where it stopped", style="yellow")
             break
     return databases
 
 
 def _bars(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[layer]}"), TimeElapsedColumn(), console=console)
+    return Progress(TextColumn("{task.description:<14}", markup=False), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[layer]}", markup=False), TimeElapsedColumn(), console=console)
 
 
 def summary_table(db: TuningDatabase, tasks: list[Task]) -> Table:

@@ -20,6 +20,7 @@ from typing import Any
 from harness.errors import UserError
 from harness.timestamps import utc_now
 from harness.results.store import write_atomic
+from harness.userfiles import read_user_text
 
 FORMAT = 1
 TUNING_DIR = Path(__file__).resolve().parents[2] / "tuning"
@@ -95,8 +96,9 @@ def load_database(device: str, kind: str, target: dict[str, Any], root: Path = T
     path = database_path(device, kind, root)
     if not path.exists():
         return TuningDatabase(path, kind, device, target)
+    text = read_user_text(path, "tuning database")
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(text)
         if doc.get("format") != FORMAT or doc.get("kind") != kind:
             raise ValueError(f"format {doc.get('format')!r} kind {doc.get('kind')!r}, expected {FORMAT} {kind}")
         records = {
@@ -104,6 +106,6 @@ def load_database(device: str, kind: str, target: dict[str, Any], root: Path = T
                         [Candidate(**c) for c in r["candidates"]], r.get("updated_utc", ""))
             for key, r in doc["records"].items()
         }
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise UserError(f"{path}: unreadable tuning database ({exc}); move it away to re-tune") from None
     return TuningDatabase(path, kind, device, doc.get("target", target), records)
