@@ -79,11 +79,11 @@ def test_ssh_config_alias_and_trust_on_first_use(sshd: SSHServer, tmp_path: Path
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
     saved = home / ".ssh" / "known_hosts"
-    tofu = loopback(sshd, tmp_path, host="mybox", port=22, key=None, known_hosts=None, trust_on_first_use=True)
+    tofu = loopback(sshd, tmp_path, host="mybox", port=None, key=None, known_hosts=None, trust_on_first_use=True)
     with connect(tofu) as s:
         assert s.run(["true"]).exit_status == 0
     assert saved.read_text().startswith(f"[127.0.0.1]:{sshd.port} ssh-ed25519 ")
-    strict = loopback(sshd, tmp_path, host="mybox", port=22, key=None, known_hosts=None)
+    strict = loopback(sshd, tmp_path, host="mybox", port=None, key=None, known_hosts=None)
     with connect(strict) as s:  # the saved key is now verified like any known host
         assert s.run(["echo", "ok"]).stdout == "ok\n"
 
