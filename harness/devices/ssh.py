@@ -65,7 +65,7 @@ class Endpoint:
         hop = f"{self.user + '@' if self.user else ''}{self.hostname}:{self.port}"
         via = f" through {self.jump.label} {self.jump.where}" if self.jump else \
             f" through ProxyCommand `{self.proxy_command}`" if self.proxy_command else ""
-        return f"{self.label} {hop}{via}" if self.label else hop + via
+        return hop + via
 
 
 def _read_config(ssh_config: Path | None) -> str:
@@ -454,7 +454,7 @@ def _open_client(device: Device, ep: Endpoint, jumps: list[paramiko.SSHClient],
 def _connect_error(device: Device, ep: Endpoint, exc: BaseException, keys: list[str],
                    sock: object | None) -> BaseException:
     """The UserError for a failed connect to ep (anything unexpected is passed on as it is)."""
-    name = f"device {device.name!r}: {ep.label + ' ' if ep.label else ''}"
+    name = f"device {device.name!r}: {ep.label + ': ' if ep.label else ''}"
     if isinstance(exc, _UnknownHostKey):
         return UserError(
             f"{name}host key of {exc.name} is not known ({exc.key.get_name()} {fingerprint(exc.key)}); "
@@ -467,7 +467,8 @@ def _connect_error(device: Device, ep: Endpoint, exc: BaseException, keys: list[
             f"{fingerprint(exc.key)}, known as {fingerprint(exc.expected_key)}); this may be an attack. "
             f"If the host was reinstalled, remove the old key with `ssh-keygen -R '{ep.hostkey_name}'` "
             "and verify the new one")
-    if isinstance(exc, paramiko.AuthenticationException):
+    # paramiko says "No authentication methods available" (an SSHException) when it had no key to offer
+    if isinstance(exc, paramiko.AuthenticationException) or "authentication methods" in str(exc):
         missing = [k for k in ep.key_files if k not in keys]
         tried = ", ".join(keys) or "ssh-agent and ~/.ssh/id_*"
         return UserError(f"{name}authentication to {ep.where} failed with {tried}"
