@@ -173,6 +173,12 @@ def test_a_missing_key_is_named(sshd: SSHServer, home: Path, tmp_path: Path):
         connect(board(sshd, tmp_path))
 
 
+def test_a_proxy_jump_loop_is_one_clear_line(sshd: SSHServer, home: Path, tmp_path: Path):
+    (home / ".ssh" / "config").write_text("Host board\n  ProxyJump gw\nHost gw\n  ProxyJump board\n")
+    with pytest.raises(UserError, match=r"ProxyJump chain longer than \d+ hops \(a loop in ~/\.ssh/config\?\)"):
+        connect(board(sshd, tmp_path))
+
+
 def test_proxy_jump_field_is_validated(sshd: SSHServer, tmp_path: Path):
     with pytest.raises(UserError, match=r"field 'proxy_jump': expected jump hosts like ssh -J"):
         board(sshd, tmp_path, proxy_jump="gw, other")

@@ -82,7 +82,10 @@ def _lookup(config_text: str, host: str, first: dict[str, str | int | None]) -> 
     """paramiko's lookup of host, with `first` obtained before the file, as OpenSSH treats its
     command-line options: those values win, and %p/%r in ProxyCommand expand to them."""
     lines = "".join(f"  {k} {v}\n" for k, v in first.items() if v is not None)
-    return paramiko.SSHConfig.from_text((f"Host *\n{lines}" if lines else "") + config_text).lookup(host)
+    try:
+        return paramiko.SSHConfig.from_text((f"Host *\n{lines}" if lines else "") + config_text).lookup(host)
+    except paramiko.ssh_exception.ConfigParseError as exc:
+        raise UserError(f"~/.ssh/config: {exc}") from None
 
 
 def _jump_spec(spec: str) -> tuple[str, str | None, int | None]:
