@@ -20,6 +20,7 @@ import select
 import shlex
 import signal
 import socket
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,10 +204,10 @@ def describe_signal(name: str) -> str:
         number = f"signal {signal.Signals['SIG' + name].value}"
     except KeyError:
         number = "an unknown signal"
-    why = {"KILL": "; the kernel's OOM killer does this when the board runs out of memory (see "
-                   "`dmesg` on the board)",
+    why = {"KILL": "; the kernel's OOM killer does this when the board runs out of memory: "
+                   "see `dmesg` on the board",
            "SEGV": "; a crash in native code", "BUS": "; a crash in native code",
-           "ILL": "; an instruction this CPU lacks (check the build's target)",
+           "ILL": "; an instruction this CPU lacks: check the build's target",
            "ABRT": "; an abort in native code"}.get(name, "")
     return f"SIG{name} ({number}{why})"
 
@@ -216,9 +217,11 @@ def describe_exit(status: int, sig: str | None) -> str:
     if sig:
         return f"was killed by {describe_signal(sig)}"
     if 128 < status < 128 + 65:  # how a shell in between reports its child's signal
-        name = signal.Signals(status - 128).name[3:] if status - 128 in signal.valid_signals() else None
-        if name:
-            return f"exited with status {status}, i.e. was killed by {describe_signal(name)}"
+        try:
+            name = signal.Signals(status - 128).name[3:]
+        except ValueError:  # a real-time signal, or a plain exit status above 128
+            return f"failed (exit {status})"
+        return f"exited with status {status}, i.e. was killed by {describe_signal(name)}"
     return f"failed (exit {status})"
 
 
@@ -403,8 +406,12 @@ class _ProxyCommand(paramiko.ProxyCommand):
 
     def close(self) -> None:
         if self.process.poll() is None:
-            super().close()
-        self.process.wait(timeout=5)
+            super().close()  # SIGTERM
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 def _proxy_socket(device: Device, ep: Endpoint, jumps: list[paramiko.SSHClient]) -> object | None:
