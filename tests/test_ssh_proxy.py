@@ -13,7 +13,7 @@ import pytest
 from harness.devices import load_devices
 from harness.devices.ssh import connect, resolve_endpoint
 from harness.errors import UserError
-from tests.sshd import SSHServer
+from tests.sshd import SSHServer, harness_cli, ssh_env
 
 USER = getpass.getuser()
 
@@ -144,6 +144,13 @@ def test_failing_proxy_command_is_one_clear_line(sshd: SSHServer, home: Path, tm
     with pytest.raises(UserError, match=r"through ProxyCommand `echo .*`: gateway says: no route to 127\.0\.0\.1"):
         connect(board(sshd, tmp_path))
     assert time.monotonic() - started < 5  # seen as ended at once, not after the banner timeout
+    # the CLI: one line, no traceback (paramiko's transport thread logs one of its own)
+    proc = harness_cli(["devices", "check", "loopback", "--devices-file", str(tmp_path / "devices.yaml")],
+                       ssh_env(home))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"harness: error: device 'loopback': cannot connect to {USER}@127.0.0.1:{sshd.port} through "
+        "ProxyCommand `echo 'gateway says: no route to 127.0.0.1' >&2; exit 3`: gateway says: no route to 127.0.0.1"]
 
 
 @pytest.mark.parametrize("first", ["ProxyJump", "ProxyCommand"])

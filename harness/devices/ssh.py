@@ -33,6 +33,10 @@ from harness.devices.config import Device
 from harness.errors import UserError
 
 log = logging.getLogger(__name__)
+# paramiko's transport thread logs a failed handshake (e.g. a ProxyCommand that ended) with its
+# traceback, then the same failure reaches connect() and becomes one UserError line; without a
+# handler of the application's, Python would print that traceback on stderr.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 SYSTEM_KNOWN_HOSTS = Path("/etc/ssh/ssh_known_hosts")
 KILL_GRACE_S = 5  # after the remote `timeout` sends TERM, it sends KILL this much later
 MAX_JUMPS = 8  # a longer ProxyJump chain is a loop in ~/.ssh/config
