@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.deploy.ssh_run import UploadLog, claim_run_dir, sweep_stale_runs, upload_cached
+from harness.deploy.rundirs import claim_run_dir, sweep_stale_runs
+from harness.deploy.ssh_run import UploadLog, upload_cached
 from harness.devices import load_devices
 from harness.devices.ssh import connect
 from harness.errors import UserError

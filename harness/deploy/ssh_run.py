@@ -5,11 +5,7 @@ Remote layout under the device's workdir:
   cache/<sha256>            every uploaded file, named by its content hash
   runs/<run id>/            one directory per run, removed afterwards:
     .lock, owner.json, request.json, result.json, artifacts/<build>/<file> -> ../../../cache/<sha256>
-
-A run holds a shared flock(1) on its .lock from a remote process that lives as long as the
-run's SSH connection (claim_run_dir). A run that broke off leaves its directory behind with the
-lock free: the next run on the board removes such directories (sweep_stale_runs), and never
-one whose lock is held, whichever host or process runs it.
+  (.lock and owner.json: harness/deploy/rundirs.py, which also removes folders of broken runs)
 """
 from __future__ import annotations
 
@@ -17,20 +13,15 @@ import collections
 import datetime as dt
 import io
 import json
-import logging
-import os
 import posixpath
-import shlex
-import socket
 import secrets
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import paramiko
-
 from harness.deploy.package import sha256_file, write_harness_zip
+from harness.deploy.rundirs import claim_run_dir, sweep_stale_runs
 from harness.devices.config import Device
 from harness.devices.ssh import SSHSession, connect, describe_exit
 from harness.errors import UserError
@@ -38,9 +29,7 @@ from harness.model.layers import LayerTable
 from harness.runner.measure import Settings
 from harness.runner.request import request_to_json
 
-logger = logging.getLogger(__name__)
 Progress = Callable[[str, str, int, int], None]
-UPLOAD_ALLOWANCE_S = 3600  # a claim lasts the command timeout plus this, should a dead connection go unnoticed
 EXIT_RUNNER_ERROR = 3  # harness.runner.__main__.EXIT_ERROR
 
 
@@ -188,57 +177,6 @@ def execute(s: SSHSession, run_dir: str, harness_zip: str, progress: Progress) -
         raise UserError(f"device {s.device.name!r}: the on-device runner {ended}"
                         + (f"; its last output: {why}" if result.signal else f": {why}"))
     return fetch_json(s, posixpath.join(run_dir, "result.json"))
-
-
-# Run as `sh -c SWEEP sweep RUNS_DIR`. A folder younger than a minute is left alone: a run that
-# is starting may not hold its lock yet. rm runs under the exclusive lock, so a run cannot take
-# the folder back half-removed.
-SWEEP = """cd "$1" 2>/dev/null || exit 0
-for d in *; do
-    [ -d "$d" ] && [ -n "$(find "$d" -maxdepth 0 -mmin +1)" ] || continue
-    flock --exclusive --nonblock "$d/.lock" rm -rf -- "$d" && echo "$d"
-done
-exit 0"""
-
-
-def sweep_stale_runs(s: SSHSession, runs_dir: str) -> list[str]:
-    """Remove the run folders that no run holds any more (left by broken runs); their names."""
-    result = s.run(["sh", "-c", SWEEP, "sweep", runs_dir], timeout_s=s.device.connect_timeout_s * 3,
-                   check=False)
-    if result.exit_status == 127 or "flock: not found" in result.stderr:
-        raise UserError(f"device {s.device.name!r}: `flock` is missing on the device; install util-linux")
-    removed = result.stdout.split()
-    if removed:
-        logger.info("device %r: removed %d run folder(s) left by broken runs from %s: %s",
-                    s.device.name, len(removed), runs_dir, ", ".join(removed))
-    return removed
-
-
-def claim_run_dir(s: SSHSession, run_dir: str) -> paramiko.Channel:
-    """Create run_dir and hold its lock from a remote process that ends with this connection
-    (or when the channel is closed): while it lives, no other run removes the folder."""
-    owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                        "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
-    hold_s = round(s.device.command_timeout_s + UPLOAD_ALLOWANCE_S)
-    command = " && ".join([
-        shlex.join(["mkdir", "-p", "--", posixpath.dirname(run_dir)]),
-        shlex.join(["mkdir", "--", run_dir]), shlex.join(["cd", "--", run_dir]),
-        shlex.join(["printf", "%s\\n", owner]) + " > owner.json",
-        "exec " + shlex.join(["timeout", str(hold_s), "flock", "--shared", "--nonblock", ".lock",
-                              "sh", "-c", "echo locked && exec cat"])])
-    chan = s.sftp_call(f"claim {run_dir}", lambda: s.start(command))
-    chan.settimeout(s.device.connect_timeout_s)
-    try:
-        line = chan.makefile("rb").readline()
-    except (OSError, EOFError) as exc:
-        raise UserError(f"device {s.device.name!r}: cannot claim the run folder {run_dir}: {exc}") from None
-    if line.strip() != b"locked":
-        chan.status_event.wait(s.device.connect_timeout_s)  # its error output comes before its end
-        err = (chan.recv_stderr(4096) if chan.recv_stderr_ready() else b"").decode(errors="replace")
-        err = err.strip() or describe_exit(chan.exit_status, chan.exit_signal)
-        hint = "; install util-linux (flock) on the device" if "flock" in err else ""
-        raise UserError(f"device {s.device.name!r}: cannot claim the run folder {run_dir}: {err}{hint}")
-    return chan
 
 
 def run_over_ssh(device: Device, table: LayerTable, builds: list[str], settings: Settings,
