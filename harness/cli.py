@@ -6,6 +6,8 @@ stderr and exit code 2; tracebacks are for bugs only.
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
@@ -104,7 +106,7 @@ def cmd_devices_list(args: argparse.Namespace, console: Console) -> int:
     for col in ("name", "transport", "where", "arch", "cpu", "cores", "GHz", "peak fp32", "peak fp16"):
         table.add_column(col, justify="right" if col in ("cores", "GHz") or col.startswith("peak") else "left")
     for d in registry.devices.values():
-        where = {"local": "this host", "ssh": f"{d.user + '@' if d.user else ''}{d.host}:{d.port}",
+        where = {"local": "this host", "ssh": f"{d.user + '@' if d.user else ''}{d.host}{f':{d.port}' if d.port else ''}",
                  "rpc": f"tracker {d.tracker.host}:{d.tracker.port} key {d.tracker.key}" if d.tracker else ""}[d.transport]
         peak = d.peak_gflops
         table.add_row(d.name + (" (default)" if d.name == registry.default else ""), d.transport, where,
@@ -222,9 +224,25 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrNotice(logging.Handler):
+    """The library's notices (logger `harness`: a host key trusted on first use, stale run
+    folders removed) as one `harness: ...` line each on the stderr of the moment."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"harness: {record.getMessage()}", file=sys.stderr, flush=True)
+
+
+def _show_notices() -> None:
+    logger = logging.getLogger("harness")
+    if not any(isinstance(h, _StderrNotice) for h in logger.handlers):  # main() may run twice in a process
+        logger.addHandler(_StderrNotice())
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     console = make_console()
     err = make_console(stderr=True)
+    _show_notices()
     try:
         args = make_parser().parse_args(argv)
         return args.func(args, console)

@@ -3,7 +3,7 @@
 # a devices file with a `loopback` device for it, so `harness run --device loopback` goes
 # through the real SSH transport (host key check, key auth, SFTP, the on-device runner).
 #
-#   scripts/loopback-sshd.sh [--port 2222] [--dir .loopback] [--python PATH] [--foreground]
+#   scripts/loopback-sshd.sh [--port 2222] [--dir .loopback] [--python PATH] [--log-level INFO] [--foreground]
 #   .venv/bin/python -m harness run --devices-file .loopback/devices.yaml --device loopback --model unet-tiny
 #   kill "$(cat .loopback/sshd.pid)"          # stop it
 #
@@ -18,13 +18,15 @@ port=2222
 dir=$repo/.loopback
 python=$repo/.venv/bin/python  # the device's interpreter: this checkout's venv
 foreground=0
+log_level=INFO  # DEBUG1 also logs each forwarding (direct-tcpip) request: a jump host's trace
 while (( $# )); do
     case "$1" in
         --port) port=$2; shift 2 ;;
         --dir) dir=$2; shift 2 ;;
         --python) python=$2; shift 2 ;;
+        --log-level) log_level=$2; shift 2 ;;
         --foreground) foreground=1; shift ;;
-        *) echo "usage: $0 [--port N] [--dir DIR] [--python PATH] [--foreground]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--port N] [--dir DIR] [--python PATH] [--log-level LEVEL] [--foreground]" >&2; exit 2 ;;
     esac
 done
 mkdir -p "$dir/work"
@@ -51,7 +53,7 @@ AllowUsers $user
 # The keys live outside a home directory; StrictModes would insist on its ownership rules.
 StrictModes no
 Subsystem sftp internal-sftp
-LogLevel INFO
+LogLevel $log_level
 EOF
 
 # OpenSSH's known_hosts form for a non-default port: [host]:port keytype key

@@ -61,16 +61,18 @@ def descendants(pid: int) -> list[int]:
 class SSHServer:
     """sshd -D on a free loopback port; `dir` holds keys, known_hosts and devices.yaml."""
 
-    def __init__(self, directory: Path, port: int | None = None, python: str = sys.executable):
-        self.dir, self.port, self.python = directory, port or free_port(), python
+    def __init__(self, directory: Path, port: int | None = None, python: str = sys.executable,
+                 log_level: str = "INFO"):
+        self.dir, self.port, self.python, self.log_level = directory, port or free_port(), python, log_level
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> SSHServer:
         if not SSHD.exists():
             pytest.skip("openssh-server is not installed (scripts/setup.sh --dev installs it)")
-        self.log = open(self.dir.parent / f"sshd-{self.port}.log", "ab")
+        self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(["bash", str(SCRIPT), "--port", str(self.port), "--dir", str(self.dir),
-                                      "--python", self.python, "--foreground"],
+                                      "--python", self.python, "--log-level", self.log_level,
+                                      "--foreground"],
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for_port(self.port)
         return self
@@ -87,6 +89,10 @@ class SSHServer:
         self.proc.wait(timeout=10)
         self.proc = None
         self.log.close()
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir.parent / f"sshd-{self.port}.log"
 
     @property
     def known_hosts(self) -> Path:

@@ -26,6 +26,13 @@ def test_shipped_devices_file_loads_with_documented_peaks():
     assert pi3.host and pi3.user and pi3.key and pi3.python and not pi3.trust_on_first_use
 
 
+def test_ssh_port_is_none_unless_given():
+    """None lets ~/.ssh/config's Port apply; a given port, 22 included, is kept to win over it."""
+    reg = load_devices(REPO / "devices.yaml")
+    assert reg.get("rasp4").port is None and reg.get("rasp3b").port == 22
+    assert reg.get("rasp4").proxy_jump is None
+
+
 def test_local_device_is_detected_from_this_host():
     local = load_devices(REPO / "devices.yaml").get(None)
     host = detect_host()
@@ -55,6 +62,8 @@ BAD_FILES = [
      "device 'pi': field 'cores': 'auto' is only possible for a local device"),
     ("devices:\n  local: {colour: blue}", "device 'local': field 'colour': unknown field"),
     ("devices:\n  local: {port: 70000}", "device 'local': field 'port': expected a TCP port"),
+    ("devices:\n  local: {proxy_jump: 'gw,,b'}", "device 'local': field 'proxy_jump': expected jump hosts"),
+    ("devices:\n  local: {user: 'pi pi'}", "device 'local': field 'user': expected a user name without spaces"),
     ("default: pi\ndevices:\n  local: {}", "default device 'pi' is not defined"),
     ("devices:\n  local: {\n", "not valid YAML at line"),
 ]

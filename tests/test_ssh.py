@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import statistics
 import subprocess
 import threading
@@ -11,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from harness.deploy.rundirs import claim_run_dir, sweep_stale_runs
 from harness.deploy.ssh_run import UploadLog, upload_cached
 from harness.devices import load_devices
 from harness.devices.ssh import connect
 from harness.errors import UserError
-from tests.sshd import SSHServer, free_port, harness_cli, new_key, ssh_env
+from tests.sshd import SSHServer, descendants, free_port, harness_cli, new_key, ssh_env
 
 RUN = ["run", "--device", "loopback", "--model", "unet-tiny", "--builds", "torch,caffe2-nnpack",
        "--warmup", "1", "--repeats", "3"]
@@ -79,11 +82,11 @@ def test_ssh_config_alias_and_trust_on_first_use(sshd: SSHServer, tmp_path: Path
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
     saved = home / ".ssh" / "known_hosts"
-    tofu = loopback(sshd, tmp_path, host="mybox", port=22, key=None, known_hosts=None, trust_on_first_use=True)
+    tofu = loopback(sshd, tmp_path, host="mybox", port=None, key=None, known_hosts=None, trust_on_first_use=True)
     with connect(tofu) as s:
         assert s.run(["true"]).exit_status == 0
     assert saved.read_text().startswith(f"[127.0.0.1]:{sshd.port} ssh-ed25519 ")
-    strict = loopback(sshd, tmp_path, host="mybox", port=22, key=None, known_hosts=None)
+    strict = loopback(sshd, tmp_path, host="mybox", port=None, key=None, known_hosts=None)
     with connect(strict) as s:  # the saved key is now verified like any known host
         assert s.run(["echo", "ok"]).stdout == "ok\n"
 
@@ -232,3 +235,135 @@ def test_output_with_several_devices_is_refused(sshd: SSHServer, tmp_path: Path)
     proc = harness_cli(["run", "--devices-file", str(devices), "--device", "loopback,local",
                         "--output", str(tmp_path / "x.json")], ssh_env(tmp_path / "home"))
     assert proc.returncode == 2 and "--output names one file" in proc.stderr
+
+
+# --- how remote commands end: signals are named, not mistaken for a lost connection ------------
+
+def test_remote_command_killed_by_a_signal_is_named(sshd: SSHServer, tmp_path: Path):
+    with connect(loopback(sshd, tmp_path)) as s:
+        killed = s.run(["sh", "-c", "kill -SEGV $$"], check=False)
+        assert (killed.exit_status, killed.signal) == (-1, "SEGV")  # OpenSSH's exit-signal, kept
+        with pytest.raises(UserError, match=r"`sh -c 'kill -KILL \$\$'` was killed by SIGKILL \(signal 9; "
+                                            r"the kernel's OOM killer"):
+            s.run(["sh", "-c", "kill -KILL $$"])
+        # a shell in between reports its child's signal as 128+N
+        with pytest.raises(UserError, match=r"exited with status 137, i\.e\. was killed by SIGKILL"):
+            s.run(["sh", "-c", "sh -c 'kill -KILL $$'; exit $?"])
+        assert s.run(["sh", "-c", "exit 3"], check=False).exit_status == 3
+        assert s.run(["echo", "still connected"]).stdout == "still connected\n"
+
+
+def _runner_pid(server: SSHServer) -> int | None:
+    for pid in descendants(server.proc.pid):
+        try:
+            if b"harness.runner" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+        except OSError:
+            pass
+    return None
+
+
+def test_runner_killed_by_a_signal_is_reported_as_such(sshd: SSHServer, tmp_path: Path):
+    """As the OOM killer does: SIGKILL to the on-device runner in the middle of measuring."""
+    earlier, args = _fail_run(sshd, tmp_path, ["--repeats", "1000000"])
+    killed: list[int] = []
+
+    def kill_runner() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            pid = _runner_pid(sshd)
+            if pid and list((sshd.workdir / "runs").glob("*/request.json")):
+                time.sleep(1.5)  # importing or measuring by now
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_runner)
+    killer.start()
+    proc = harness_cli(args, ssh_env(tmp_path / "home"))
+    killer.join()
+    assert killed
+    _assert_clean_failure(proc, "the on-device runner was killed by SIGKILL (signal 9; the kernel's OOM killer",
+                          earlier)
+    assert "lost the SSH connection" not in proc.stderr
+    assert list((sshd.workdir / "runs").iterdir()) == []  # the connection lived: the run folder is gone
+
+
+# --- nothing silent: keys trusted on first use are reported, broken runs' folders removed -------
+
+def test_trust_on_first_use_says_what_it_saved(sshd: SSHServer, tmp_path: Path, monkeypatch, capsys):
+    home = tmp_path / "home"
+    for key, value in ssh_env(home).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    devices = sshd.devices_file(tmp_path / "devices.yaml", known_hosts=None, trust_on_first_use=True)
+    expected = subprocess.run(["ssh-keygen", "-lf", str(sshd.dir / "host_key.pub")], capture_output=True,
+                              text=True, check=True).stdout.split()[1]
+    with connect(load_devices(devices).get("loopback")) as s:
+        [saved] = s.saved_host_keys
+    assert (saved.host, saved.key_type, saved.fingerprint) == (f"[127.0.0.1]:{sshd.port}", "ssh-ed25519", expected)
+    assert saved.path == home / ".ssh" / "known_hosts" and saved.path.exists()
+    # the CLI prints it, once, for a key it saves; a known key says nothing
+    saved.path.unlink()
+    assert main(["devices", "check", "loopback", "--devices-file", str(devices)]) == 0
+    err = capsys.readouterr().err
+    assert (f"harness: trusted on first use: saved the host key of [127.0.0.1]:{sshd.port} (ssh-ed25519 "
+            f"{expected}) to {saved.path}") in err
+    assert main(["devices", "check", "loopback", "--devices-file", str(devices)]) == 0
+    assert "trusted on first use" not in capsys.readouterr().err
+
+
+def _age(path: Path, seconds: float = 3600) -> None:
+    old = time.time() - seconds
+    os.utime(path, (old, old))
+
+
+def test_sweep_removes_only_run_folders_no_run_holds(sshd: SSHServer, tmp_path: Path):
+    runs = sshd.workdir / "sweep-runs"
+    device = loopback(sshd, tmp_path)
+    with connect(device) as a, connect(device) as b:
+        active = claim_run_dir(a, str(runs / "active"))  # another run, e.g. from another host
+        assert json.loads((runs / "active" / "owner.json").read_text())["pid"] == os.getpid()
+        (runs / "broken").mkdir()  # a run that lost its connection: nobody holds its lock
+        (runs / "broken" / "request.json").write_text("{}")
+        (runs / "starting").mkdir()  # a run of the last minute may not hold its lock yet
+        for name in ("active", "broken"):
+            _age(runs / name)
+        assert sweep_stale_runs(b, str(runs)) == ["broken"]
+        assert sorted(p.name for p in runs.iterdir()) == ["active", "starting"]
+        active.close()  # that run ends without removing its folder (its connection broke)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and sweep_stale_runs(b, str(runs)) != ["active"]:
+            time.sleep(0.2)
+        assert sorted(p.name for p in runs.iterdir()) == ["starting"]
+
+
+def test_the_run_after_a_broken_one_removes_its_folder(fresh_sshd: SSHServer, tmp_path: Path):
+    earlier, args = _fail_run(fresh_sshd, tmp_path, ["--repeats", "1000000"])
+    runs = fresh_sshd.workdir / "runs"
+
+    def kill_when_running() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not list(runs.glob("*/request.json")):
+            time.sleep(0.1)
+        time.sleep(1.5)
+        fresh_sshd.kill_all()
+
+    killer = threading.Thread(target=kill_when_running)
+    killer.start()
+    proc = harness_cli(args, ssh_env(tmp_path / "home"))
+    killer.join()
+    _assert_clean_failure(proc, "lost the SSH connection", earlier)
+    [left] = list(runs.iterdir())  # the broken run could not clean up after itself
+    _age(left)
+    again = SSHServer(fresh_sshd.dir, port=fresh_sshd.port).start()
+    try:
+        devices = again.devices_file(tmp_path / "devices.yaml", cores=1)
+        proc = harness_cli(["run", "--device", "loopback", "--model", "unet-tiny", "--builds", "torch",
+                            "--warmup", "0", "--repeats", "1", "--devices-file", str(devices),
+                            "--output", str(tmp_path / "next.json")], ssh_env(tmp_path / "home"))
+        assert proc.returncode == 0, proc.stderr
+        assert f"removed 1 run folder(s) left by broken runs from {runs}: {left.name}" in proc.stderr
+        assert list(runs.iterdir()) == []
+    finally:
+        again.kill_all()

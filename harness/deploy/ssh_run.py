@@ -4,7 +4,8 @@ run the on-device runner with live progress, fetch its JSON, clean up.
 Remote layout under the device's workdir:
   cache/<sha256>            every uploaded file, named by its content hash
   runs/<run id>/            one directory per run, removed afterwards:
-    request.json, result.json, artifacts/<build>/<file> -> ../../../cache/<sha256>
+    .lock, owner.json, request.json, result.json, artifacts/<build>/<file> -> ../../../cache/<sha256>
+  (.lock and owner.json: harness/deploy/rundirs.py, which also removes folders of broken runs)
 """
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.deploy.package import sha256_file, write_harness_zip
+from harness.deploy.rundirs import claim_run_dir, sweep_stale_runs
 from harness.devices.config import Device
-from harness.devices.ssh import SSHSession, connect
+from harness.devices.ssh import SSHSession, connect, describe_exit
 from harness.errors import UserError
 from harness.model.layers import LayerTable
 from harness.runner.measure import Settings
@@ -167,11 +169,13 @@ def execute(s: SSHSession, run_dir: str, harness_zip: str, progress: Progress) -
     result = s.run([s.device.python, "-m", "harness.runner", "--request", "request.json",
                     "--output", "result.json"], cwd=run_dir, env={"PYTHONPATH": harness_zip},
                    on_stderr_line=out, check=False)
-    if result.exit_status != 0:
+    if result.exit_status != 0 or result.signal:
         why = out.error or (out.tail[-1] if out.tail else "no output")
         if result.exit_status == 127:
             why = f"{s.device.python!r} not found; fix the device's 'python' or run `harness devices setup {s.device.name}`"
-        raise UserError(f"device {s.device.name!r}: the on-device runner failed (exit {result.exit_status}): {why}")
+        ended = describe_exit(result.exit_status, result.signal)
+        raise UserError(f"device {s.device.name!r}: the on-device runner {ended}"
+                        + (f"; its last output: {why}" if result.signal else f": {why}"))
     return fetch_json(s, posixpath.join(run_dir, "result.json"))
 
 
@@ -184,12 +188,16 @@ def run_over_ssh(device: Device, table: LayerTable, builds: list[str], settings:
         staged = stage(device, table, builds, options, Path(tmp))  # after connecting: fail fast
         request = request_to_json(table.config.name, device, staged.runnable(builds), settings, options,
                                   "artifacts")
-        run_dir = posixpath.join(device.workdir, "runs", run_id())
+        runs = posixpath.join(device.workdir, "runs")
+        sweep_stale_runs(s, runs)
+        run_dir = posixpath.join(runs, run_id())
+        claim = claim_run_dir(s, run_dir)
         try:
             harness_zip = upload_run(s, staged, run_dir, request, log)
             return staged.with_failed(execute(s, run_dir, harness_zip, progress), builds)
         finally:
             cleanup(s, run_dir)
+            claim.close()
 
 
 def cleanup(s: SSHSession, run_dir: str) -> None:

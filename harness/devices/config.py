@@ -50,8 +50,9 @@ class Device:
     isa: tuple[str, ...] = ()
     # ssh
     host: str | None = None
-    port: int = 22
+    port: int | None = None  # None: ~/.ssh/config's Port for the alias, else 22
     user: str | None = None
+    proxy_jump: str | None = None  # like ssh -J: "[user@]host[:port][,...]" or "none"; wins over ~/.ssh/config
     key: str | None = None
     python: str = "python3"
     workdir: str = "/tmp/unet-harness"
@@ -121,6 +122,15 @@ def _is_str(v: Any) -> bool:
     return isinstance(v, str) and v != ""
 
 
+def _is_ssh_word(v: Any) -> bool:
+    # one ssh_config word: these fields are handed to paramiko's SSHConfig (harness/devices/ssh.py)
+    return _is_str(v) and not re.search(r"[\s\"'#]", v)
+
+
+def _is_jump_list(v: Any) -> bool:
+    return _is_ssh_word(v) and all(hop for hop in v.split(","))
+
+
 def _auto_or(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda v: v == "auto" or check(v)
 
@@ -187,8 +197,10 @@ def _parse_device(path: Path, name: str, raw: Any) -> Device:
         description=e.get("description", lambda v: isinstance(v, str), "a string", ""),
         isa=tuple(host_info.isa) if host_info else tuple(e.get("isa", lambda v: isinstance(v, list), "a list", [])),
         host=e.get("host", _is_str, "a host name or ~/.ssh/config alias", required=ssh_required),
-        port=e.get("port", lambda v: _is_pos_int(v) and v < 65536, "a TCP port", 22),
-        user=e.get("user", _is_str, "a user name"),
+        # no default: a port the entry gives must win over the alias's Port, even 22
+        port=e.get("port", lambda v: _is_pos_int(v) and v < 65536, "a TCP port"),
+        user=e.get("user", _is_ssh_word, "a user name without spaces or quotes"),
+        proxy_jump=e.get("proxy_jump", _is_jump_list, "jump hosts like ssh -J: [user@]host[:port][,...], or none"),
         key=e.get("key", _is_str, "a path to a private key"),
         python=e.get("python", _is_str, "the remote python executable", "python3"),
         workdir=e.get("workdir", _is_str, "a remote directory", "/tmp/unet-harness"),
