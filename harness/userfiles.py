@@ -3,14 +3,13 @@ SSH keys...): every read goes through here, so every failure is one UserError li
 file and what is wrong with it, never an OSError or UnicodeDecodeError traceback."""
 from __future__ import annotations
 
-import errno
 from pathlib import Path
 
 from harness.errors import UserError
 
 
 def _why(exc: OSError) -> str:
-    if isinstance(exc, IsADirectoryError) or exc.errno == errno.EISDIR:
+    if isinstance(exc, IsADirectoryError):
         return "it is a directory, not a file"
     if isinstance(exc, PermissionError):
         return "permission denied"

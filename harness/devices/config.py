@@ -16,13 +16,11 @@ import yaml
 
 from harness.devices.peaks import KNOWN_CORES, detect_host, peak_gflops
 from harness.errors import UserError
+from harness.names import SAFE_NAME_RULE, is_safe_name
 from harness.userfiles import read_user_text
 
 TRANSPORTS = ("local", "ssh", "rpc")
-# Device names become path components (results/runs/<device>/, reports/<device>/, tuning/<device>/)
-# and asv machine names, and are printed: letters, digits, '.', '_' and '-', starting with a
-# letter or digit, so no name can be '..', hold a '/', or look like terminal markup.
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# Device names become path components and are printed: see harness/names.py.
 RESERVED_NAMES = {"runs"}  # results/runs/ holds the run files beside asv's machine folders
 DEFAULT_DEVICE = "local"
 DEFAULT_DEVICES_FILE = Path(__file__).resolve().parents[2] / "devices.yaml"
@@ -145,9 +143,8 @@ def _is_target(v: Any) -> bool:
 
 def check_device_name(name: str, where: str) -> str:
     """`name` if it is safe as a path component and in terminal output, else a UserError."""
-    if not NAME_PATTERN.fullmatch(name) or name in RESERVED_NAMES:
-        why = "is reserved" if name in RESERVED_NAMES else \
-            "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+    if not is_safe_name(name) or name in RESERVED_NAMES:
+        why = "is reserved" if name in RESERVED_NAMES else f"must be {SAFE_NAME_RULE}"
         raise UserError(f"{where}: device name {name!r} {why}")
     return name
 

@@ -32,8 +32,18 @@ def cpuinfo_path() -> str:
     return os.environ.get(FAKE_CPUINFO_ENV) or "/proc/cpuinfo"
 
 
-def cpufreq_readable() -> bool:
-    return not os.environ.get(FAKE_CPUINFO_ENV)
+CPUFREQ = "/sys/devices/system/cpu/cpu{}/cpufreq/{}"
+
+
+def read_cpufreq(cpu: int, name: str) -> str | None:
+    """One cpufreq file of a core, stripped; None where there is none (VMs, the test fake)."""
+    if os.environ.get(FAKE_CPUINFO_ENV):
+        return None
+    try:
+        with open(CPUFREQ.format(cpu, name)) as f:
+            return f.read().strip()
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -91,10 +101,8 @@ def arm_flops_per_cycle(cpu: str | None, features: set[str]) -> tuple[int, int]:
 
 def _max_freq_ghz(cpuinfo: dict[str, str]) -> float | None:
     try:
-        if cpufreq_readable():
-            with open("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq") as f:
-                return int(f.read()) / 1e6
-    except (OSError, ValueError):
+        return int(read_cpufreq(0, "cpuinfo_max_freq") or "") / 1e6
+    except ValueError:
         pass
     mhz = cpuinfo.get("cpu MHz")
     return float(mhz) / 1000 if mhz else None

@@ -13,9 +13,7 @@ import subprocess
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from harness.devices.peaks import cpufreq_readable, cpuinfo_path
-
-CPUFREQ = "/sys/devices/system/cpu/cpu{}/cpufreq/{}"
+from harness.devices.peaks import cpuinfo_path, read_cpufreq
 
 
 @dataclass(frozen=True)
@@ -37,8 +35,6 @@ class DeviceState:
 
 
 def _read(path: str) -> str | None:
-    if path.startswith("/sys/devices/system/cpu/") and not cpufreq_readable():
-        return None
     try:
         with open(path) as f:
             return f.read().strip()
@@ -51,14 +47,14 @@ def _cpus() -> list[int]:
 
 
 def collect_governor() -> str | None:
-    govs = {g for cpu in _cpus() if (g := _read(CPUFREQ.format(cpu, "scaling_governor")))}
+    govs = {g for cpu in _cpus() if (g := read_cpufreq(cpu, "scaling_governor"))}
     if not govs:
         return None
     return govs.pop() if len(govs) == 1 else "mixed: " + ",".join(sorted(govs))
 
 
 def collect_frequency() -> tuple[list[float] | None, str | None]:
-    khz = [_read(CPUFREQ.format(cpu, "scaling_cur_freq")) for cpu in _cpus()]
+    khz = [read_cpufreq(cpu, "scaling_cur_freq") for cpu in _cpus()]
     if all(khz):
         return [int(k) / 1000.0 for k in khz], "cpufreq"  # type: ignore[arg-type]
     mhz = [float(line.split(":")[1]) for line in (_read(cpuinfo_path()) or "").splitlines()
@@ -69,7 +65,7 @@ def collect_frequency() -> tuple[list[float] | None, str | None]:
 
 
 def collect_freq_fixed() -> bool | None:
-    bounds = [(_read(CPUFREQ.format(c, "scaling_min_freq")), _read(CPUFREQ.format(c, "scaling_max_freq")))
+    bounds = [(read_cpufreq(c, "scaling_min_freq"), read_cpufreq(c, "scaling_max_freq"))
               for c in _cpus()]
     if not all(lo and hi for lo, hi in bounds):
         return None

@@ -10,7 +10,6 @@ import copy
 import functools
 import json
 import os
-import re
 import secrets
 import tempfile
 from importlib import resources
@@ -20,6 +19,7 @@ from typing import Any, Callable
 import jsonschema
 
 from harness.errors import UserError
+from harness.names import SAFE_NAME_RULE, is_safe_name
 from harness.userfiles import read_user_text
 
 SCHEMA_VERSION = 2
@@ -159,9 +159,6 @@ def check_writable(path: Path | str) -> None:
         raise UserError(f"{path}: cannot write result file: {parent} is not a writable directory")
 
 
-_SAFE_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
 def new_run_id(created_utc: str) -> str:
     """A run's id: its creation time to the microsecond plus 24 random bits, so that runs
     started at the same moment (six at once into one folder) never share a name.
@@ -173,9 +170,8 @@ def new_run_id(created_utc: str) -> str:
 def _path_part(text: str, what: str) -> str:
     """A name from a result document as one path component; anything else is refused
     (a device named '../../x' must not write outside the results folder)."""
-    if not _SAFE_PART.fullmatch(text):
-        raise UserError(f"{what} {text!r} cannot be used in a file name: it must be letters, digits, "
-                        "'.', '_' or '-', starting with a letter or digit")
+    if not is_safe_name(text):
+        raise UserError(f"{what} {text!r} cannot be used in a file name: it must be {SAFE_NAME_RULE}")
     return text
 
 
