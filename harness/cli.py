@@ -58,8 +58,15 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         raise UserError("--output names one file; with several devices each result goes to its default path")
     if args.output:
         check_writable(args.output)
+    if args.runs > 1:
+        return _several_runs(args, devices, builds, console)
     if len(devices) == 1:
-        return _report_run(run_on_device(devices[0], table, builds, settings, console), args.output, console)
+        doc = run_on_device(devices[0], table, builds, settings, console)
+        if args.run_group:  # one of several runs: `harness run --runs N` started this process
+            from harness.runs import parse_run_group  # noqa: PLC0415
+
+            doc["run_group"] = {**parse_run_group(args.run_group), "order": builds}
+        return _report_run(doc, args.output, console)
     codes = []
     for device, outcome in zip(devices, run_on_devices(devices, table, builds, settings, console)):
         if isinstance(outcome, UserError):
@@ -68,6 +75,21 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         else:
             codes.append(_report_run(outcome, None, console))
     return max(codes)
+
+
+def _several_runs(args: argparse.Namespace, devices: list, builds: list[str], console: Console) -> int:
+    """`--runs N`: N runs in separate processes, builds in varying order, one file each."""
+    from harness.runs import RunPlan, measure_runs  # noqa: PLC0415
+
+    if len(devices) != 1 or args.output or args.commit:
+        raise UserError("--runs N measures one device into default result paths (no --output, no --commit)")
+    plan = RunPlan(devices[0].name, args.model, builds, args.warmup, args.repeats, args.runs,
+                   args.devices_file)
+    paths = measure_runs(plan, progress=lambda i, n, order: console.print(
+        f"run {i + 1} of {n}: {', '.join(order)}", highlight=False))
+    for path in paths:
+        console.print(f"result written to {path}", highlight=False)
+    return 0
 
 
 def _report_run(doc: dict, output: Path | None, console: Console) -> int:
@@ -175,6 +197,11 @@ def make_parser() -> argparse.ArgumentParser:
                      help="result file (default: results/runs/<device>/<time>_<commit>_<model>.json)")
     run.add_argument("--warmup", type=_positive_int, default=2, help="warm-up passes per build (default 2)")
     run.add_argument("--repeats", type=_positive_int, default=10, help="timed passes per build (default 10)")
+    run.add_argument("--runs", type=_positive_int, default=1,
+                     help="independent runs, each a separate process with the builds in a different "
+                          "order, each its own result file (default 1; verdicts judge runs, not samples)")
+    run.add_argument("--run-group", default=None, help=argparse.SUPPRESS)  # set by --runs for its children
+    run.add_argument("--commit", default=None, metavar="REV", help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
     tune = sub.add_parser("tune", parents=[common], help="search kernels for the TVM builds; resumable")
