@@ -116,11 +116,13 @@ def print_regressions(title: str, rows: list, console: Console) -> None:
         console.print(f"{title}: none", highlight=False)
         return
     table = RichTable(title=title, title_justify="left")
-    for col in ("build", "layer", "commit", "before ms", "after ms", "slower by", "p"):
+    for col in ("build", "layer", "commit", "before ms", "after ms", "slower by", "95% CI", "noise band", "p"):
         table.add_column(col, justify="left" if col in ("build", "layer", "commit") else "right")
     for r in rows:
         table.add_row(r.build, r.layer, r.commit[:12], f"{r.before_ms:.4g}", f"{r.after_ms:.4g}",
-                      f"{(r.ratio - 1) * 100:+.1f}%", f"{r.p_value:.2g}")
+                      f"{(r.ratio - 1) * 100:+.1f}%",
+                      f"{(r.ci_low - 1) * 100:+.1f}% .. {(r.ci_high - 1) * 100:+.1f}%",
+                      f"±{r.band * 100:.1f}%", f"{r.p_value:.2g}")
     console.print(table)
 
 
