@@ -2,8 +2,9 @@
 
 The run is the unit every verdict is judged on (harness.history.verdict), so one measurement
 is N runs, each a fresh `python -m harness run` process (its own thread pools, memory
-placement, allocator state), each saved as its own result file with all its raw samples and a
-`run_group` block tying the N together. Build order rotates from run to run and reverses on
+placement, allocator state) of the checkout being measured (this one, or a past commit's
+worktree), each saved as its own result file with all its raw samples and a `run_group`
+block tying the N together. Build order rotates from run to run and reverses on
 every other one (Chromium Pinpoint's interleaving): a build is not always measured first,
 warm, or right after the heaviest one.
 """
@@ -47,10 +48,10 @@ def build_orders(builds: list[str], runs: int) -> list[list[str]]:
     return orders
 
 
-def run_command(plan: RunPlan, order: list[str], output: Path, group: str, index: int) -> list[str]:
+def run_command(plan: RunPlan, order: list[str], output: Path) -> list[str]:
+    """Only options every version of `harness run` has: a past commit's code runs it too."""
     command = [sys.executable, "-m", "harness", "run", "--model", plan.model, "--builds", ",".join(order),
-               "--warmup", str(plan.warmup), "--repeats", str(plan.repeats), "--output", str(output),
-               "--run-group", f"{group}:{index}:{plan.runs}"]
+               "--warmup", str(plan.warmup), "--repeats", str(plan.repeats), "--output", str(output)]
     if plan.device:
         command += ["--device", plan.device]
     if plan.devices_file:
@@ -73,12 +74,13 @@ def run_one(plan: RunPlan, order: list[str], group: str, index: int, repo: Path,
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     with tempfile.TemporaryDirectory(prefix="harness-run-") as tmp:
         out = Path(tmp) / "run.json"
-        proc = subprocess.run(run_command(plan, order, out, group, index), cwd=repo, env=env,
+        proc = subprocess.run(run_command(plan, order, out), cwd=repo, env=env,
                               capture_output=True, text=True)
         if not out.is_file():
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise UserError(f"run {index + 1} of {plan.runs} failed (exit {proc.returncode}): {tail}")
         doc = load_result(out)
+    doc["run_group"] = {"id": group, "index": index, "of": plan.runs, "order": order}
     target = default_result_path(doc, results_dir) if results_dir else default_result_path(doc)
     return save_result(doc, _unique(target))
 
@@ -94,15 +96,3 @@ def measure_runs(plan: RunPlan, repo: Path = REPO, results_dir: Path | None = No
         progress(index, plan.runs, order)
         paths.append(run_one(plan, order, group, index, repo, results_dir))
     return paths
-
-
-def parse_run_group(text: str) -> dict:
-    """`id:index:of` (what the parent passes its children) -> the result's run_group block."""
-    try:
-        group, index, of = text.split(":")
-        block = {"id": group, "index": int(index), "of": int(of)}
-    except ValueError:
-        raise UserError(f"--run-group: expected id:index:of, got {text!r}") from None
-    if not 0 <= block["index"] < block["of"]:
-        raise UserError(f"--run-group: index {block['index']} outside 0..{block['of'] - 1}")
-    return block
