@@ -69,9 +69,10 @@ def _unique(path: Path) -> Path:
 
 
 def run_one(plan: RunPlan, order: list[str], group: str, index: int, repo: Path,
-            results_dir: Path | None) -> Path:
+            results_dir: Path | None, extra_env: dict[str, str] | None = None) -> Path:
     """One run in a fresh process of the checkout `repo`; its stored result file."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    env = {**os.environ, **(extra_env or {}),
+           "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     with tempfile.TemporaryDirectory(prefix="harness-run-") as tmp:
         out = Path(tmp) / "run.json"
         proc = subprocess.run(run_command(plan, order, out), cwd=repo, env=env,
@@ -86,13 +87,15 @@ def run_one(plan: RunPlan, order: list[str], group: str, index: int, repo: Path,
 
 
 def measure_runs(plan: RunPlan, repo: Path = REPO, results_dir: Path | None = None,
-                 progress=lambda index, total, order: None) -> list[Path]:
-    """plan.runs runs, one after the other; the stored result files, in run order."""
+                 progress=lambda index, total, order: None,
+                 extra_env: dict[str, str] | None = None) -> list[Path]:
+    """plan.runs runs, one after the other; the stored result files, in run order.
+    extra_env: variables for the runs' processes only (scripts/verdict_quality.py's knob)."""
     if plan.runs < 1:
         raise UserError("--runs must be at least 1")
     group = uuid.uuid4().hex[:12]
     paths = []
     for index, order in enumerate(build_orders(plan.builds, plan.runs)):
         progress(index, plan.runs, order)
-        paths.append(run_one(plan, order, group, index, repo, results_dir))
+        paths.append(run_one(plan, order, group, index, repo, results_dir, extra_env))
     return paths
