@@ -60,6 +60,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         raise UserError("--output names one file; with several devices each result goes to its default path")
     if args.output:
         check_writable(args.output)
+    if args.runs > 1:
+        return _several_runs(args, devices, builds, console)
+    if args.commit:
+        return _runs_of_commit(args, devices, builds, console)
     if len(devices) == 1:
         return _report_run(run_on_device(devices[0], table, builds, settings, console), args.output, console)
     codes = []
@@ -70,6 +74,41 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         else:
             codes.append(_report_run(outcome, None, console))
     return max(codes)
+
+
+def _several_runs(args: argparse.Namespace, devices: list, builds: list[str], console: Console) -> int:
+    """`--runs N`: N runs in separate processes, builds in varying order, one file each."""
+    from harness.runs import measure_runs  # noqa: PLC0415
+
+    if len(devices) != 1 or args.output:
+        raise UserError("--runs N measures one device into default result paths (no --output)")
+    if args.commit:
+        return _runs_of_commit(args, devices, builds, console)
+    paths = measure_runs(_plan(args, devices[0], builds), progress=lambda i, n, order: console.print(
+        f"run {i + 1} of {n}: {', '.join(order)}", highlight=False))
+    for path in paths:
+        console.print(f"result written to {path}", highlight=False)
+    return 0
+
+
+def _plan(args: argparse.Namespace, device, builds: list[str]):
+    from harness.runs import RunPlan  # noqa: PLC0415
+
+    return RunPlan(device.name, args.model, builds, args.warmup, args.repeats, args.runs,
+                   args.devices_file)
+
+
+def _runs_of_commit(args: argparse.Namespace, devices: list, builds: list[str], console: Console) -> int:
+    """`--commit REV`: that commit's code, in a temporary worktree, today's environment."""
+    from harness.commits import measure_commit  # noqa: PLC0415
+    from harness.report.inputs import resolve_commit  # noqa: PLC0415
+
+    if len(devices) != 1 or args.output:
+        raise UserError("--commit REV measures one device into default result paths (no --output)")
+    commit = resolve_commit(args.commit)
+    for path in measure_commit(_plan(args, devices[0], builds), devices[0], commit):
+        console.print(f"result written to {path}", highlight=False)
+    return 0
 
 
 def _report_run(doc: dict, output: Path | None, console: Console) -> int:
@@ -134,6 +173,39 @@ def cmd_regressions(args: argparse.Namespace, console: Console) -> int:
     return run_regressions(args, console)
 
 
+def _commit_plan(args: argparse.Namespace, builds: list[str]):
+    from harness.devices import load_devices  # noqa: PLC0415
+    from harness.runs import RunPlan  # noqa: PLC0415
+
+    device = load_devices(args.devices_file).get(args.device)
+    return device, RunPlan(device.name, args.model, builds, args.warmup, args.repeats, args.runs,
+                           args.devices_file)
+
+
+def cmd_backfill(args: argparse.Namespace, console: Console) -> int:
+    from harness.builds import build_names, check_build_names  # noqa: PLC0415
+    from harness.commits import backfill  # noqa: PLC0415
+
+    device, plan = _commit_plan(args, check_build_names(args.builds or build_names()))
+    commits = backfill(plan, device, args.range, lambda line: console.print(line, highlight=False))
+    console.print(f"backfill: {len(commits)} commits of {args.range} measured on {device.name}", highlight=False)
+    return 0
+
+
+def cmd_bisect(args: argparse.Namespace, console: Console) -> int:
+    from harness.builds import check_build_names  # noqa: PLC0415
+    from harness.commits import bisect  # noqa: PLC0415
+    from harness.results.document import git  # noqa: PLC0415
+
+    device, plan = _commit_plan(args, check_build_names([args.build]))
+    first = bisect(plan, device, args.good, args.bad, args.build, args.layer,
+                   lambda line: console.print(f"bisect: {line}", highlight=False),
+                   threshold=args.threshold, alpha=args.alpha)
+    subject = git("log", "-1", "--format=%s", first) or ""
+    console.print(f"bisect: first slower commit for {args.build} {args.layer}: {first} {subject}", highlight=False)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from harness.report.command import run_report  # noqa: PLC0415
 
@@ -177,6 +249,11 @@ def make_parser() -> argparse.ArgumentParser:
                      help="result file (default: results/runs/<device>/<time>_<commit>_<model>.json)")
     run.add_argument("--warmup", type=_positive_int, default=2, help="warm-up passes per build (default 2)")
     run.add_argument("--repeats", type=_positive_int, default=10, help="timed passes per build (default 10)")
+    run.add_argument("--runs", type=_positive_int, default=1,
+                     help="independent runs, each a separate process with the builds in a different "
+                          "order, each its own result file (default 1; verdicts judge runs, not samples)")
+    run.add_argument("--commit", default=None, metavar="REV",
+                     help="measure that commit's code in a temporary git worktree, with this environment")
     run.set_defaults(func=cmd_run)
 
     tune = sub.add_parser("tune", parents=[common], help="search kernels for the TVM builds; resumable")
@@ -221,6 +298,29 @@ def make_parser() -> argparse.ArgumentParser:
     regressions = sub.add_parser("regressions", parents=[common], help="open regressions over the whole stored history")
     add_regressions_arguments(regressions)
     regressions.set_defaults(func=cmd_regressions)
+
+    from harness.history.command import add_significance_arguments  # noqa: PLC0415
+
+    def measuring(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--device", default=None, help="device from devices.yaml (default: its default)")
+        p.add_argument("--model", default="unet", help="model preset (default unet)")
+        p.add_argument("--runs", type=_positive_int, default=3, help="independent runs per commit (default 3)")
+        p.add_argument("--warmup", type=_positive_int, default=2, help="warm-up passes per build (default 2)")
+        p.add_argument("--repeats", type=_positive_int, default=10, help="timed passes per build (default 10)")
+
+    back = sub.add_parser("backfill", parents=[common], help="measure every commit of A..B not yet measured here")
+    back.add_argument("range", metavar="A..B")
+    back.add_argument("--builds", type=_name_list, default=None, metavar="A,B", help="builds (default: all)")
+    measuring(back)
+    back.set_defaults(func=cmd_backfill)
+    bis = sub.add_parser("bisect", parents=[common], help="the first commit of GOOD..BAD where a layer got slower")
+    bis.add_argument("good")
+    bis.add_argument("bad")
+    bis.add_argument("--build", required=True)
+    bis.add_argument("--layer", required=True, help="layer id, as in the per-layer table (enc1.conv2, ...)")
+    measuring(bis)
+    add_significance_arguments(bis)
+    bis.set_defaults(func=cmd_bisect)
     return parser
 
 

@@ -218,7 +218,8 @@ def test_commit_range_history_marks_the_regression(result, tmp_path, open_page, 
     page = loaded.page
     assert loaded.errors == []
     widths = loaded.image_widths()
-    assert len(widths) == 3 and all(w > 0 for w in widths)  # with the history plot
+    assert len(widths) == 4 and all(w > 0 for w in widths)  # with the history plot and its noise band
+    assert page.locator("img[src=\"history-band.png\"]").count() == 1
     marked = page.locator("table#regressions tbody tr").all_inner_texts()
     assert len(marked) == 1 and "caffe2-nnpack" in marked[0] and "dec0.conv1" in marked[0]
     assert commits[2][:12] in marked[0]

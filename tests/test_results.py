@@ -9,13 +9,13 @@ from harness.errors import UserError
 from harness.results import store
 from harness.results.frame import e2e_frame, layers_frame
 from harness.model import get_model
-from tests.conftest import assert_derived_numbers_agree
+from tests.conftest import REPO, assert_derived_numbers_agree, run_cli
 
 
 def test_real_result_validates_against_the_schema_file(tiny_result):
     doc = json.loads(tiny_result.read_text())
     jsonschema.validate(doc, store.schema())
-    assert doc["schema_version"] == store.SCHEMA_VERSION == 2
+    assert doc["schema_version"] == store.SCHEMA_VERSION == 3
     assert doc["complete"] is True
     assert doc["created_utc"].endswith("Z")
     assert set(doc["device"]["peak_gflops"]) == {"fp32", "fp16"}
@@ -39,8 +39,15 @@ def test_round_trip(tiny_result, tmp_path):
     assert store.load_result(path) == doc
 
 
+def make_v2(doc):
+    v2 = copy.deepcopy(doc)
+    v2["schema_version"] = 2
+    del v2["fingerprint"]
+    return v2
+
+
 def make_v1(doc):
-    v1 = copy.deepcopy(doc)
+    v1 = make_v2(doc)
     v1["schema_version"] = 1
     v1["system"] = v1["system"]["before"]
     del v1["complete"]
@@ -52,10 +59,55 @@ def test_old_version_migrates(tiny_result, tmp_path):
     path = tmp_path / "v1.json"
     path.write_text(json.dumps(make_v1(doc)))
     migrated = store.load_result(path)
-    assert migrated["schema_version"] == 2
+    assert migrated["schema_version"] == 3
     assert migrated["system"] == {"before": doc["system"]["before"], "after": None}
+    assert migrated["fingerprint"]["hardware_hash"] == "unknown"
     assert migrated["complete"] is True
     assert migrated["builds"] == doc["builds"]
+
+
+def test_v2_migrates_to_an_unknown_machine_never_compared_silently(tiny_result, tmp_path):
+    doc = store.load_result(tiny_result)
+    path = tmp_path / "v2.json"
+    path.write_text(json.dumps(make_v2(doc)))
+    migrated = store.load_result(path)
+    assert migrated["fingerprint"] == {"hardware": None, "hardware_hash": "unknown", "software": {}}
+    assert migrated["builds"] == doc["builds"]
+    proc = run_cli("compare", str(path), str(tiny_result))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("machine changed between v2 and tiny: not compared "
+                                  "(unknown machine (result from before fingerprints) vs ")
+    assert "| torch |" not in proc.stdout
+
+
+def test_a_result_records_its_machine_and_software(tiny_result):
+    from harness.results.fingerprint import hardware_hash  # noqa: PLC0415
+
+    fp = store.load_result(tiny_result)["fingerprint"]
+    assert fp["hardware_hash"] == hardware_hash(fp["hardware"]) != "unknown"
+    assert fp["hardware"]["cores_online"] >= 1 and fp["hardware"]["memory_gib"] > 0
+    assert fp["hardware"]["emulated"] is False
+    assert fp["hardware"]["cpu"]["id"]  # vendor/family/model/stepping or ARM part
+    assert {"kernel", "python", "torch", "nnpack"} <= set(fp["software"])
+    assert set(fp["software"]["tuning"]) == {p.name for p in (REPO / "tuning" / "local").glob("*.json")}
+
+
+ZEN = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: {family}\nmodel\t\t: {model}\n" \
+      "model name\t: AMD EPYC\nstepping\t: 1\nflags\t\t: fpu sse sse2 avx avx2 fma {extra}\n\n"
+
+
+def test_two_cpus_with_one_model_name_have_different_fingerprints():
+    """Zen 3 and Zen 5 both say "AMD EPYC" (seen on this project's machines)."""
+    from harness.results.fingerprint import collect_cpu, hardware_hash  # noqa: PLC0415
+
+    zen3 = collect_cpu(ZEN.format(family=25, model=1, extra="hypervisor"))
+    zen5 = collect_cpu(ZEN.format(family=26, model=2, extra="avx512f"))
+    assert zen3["model_name"] == zen5["model_name"] == "AMD EPYC"
+    assert zen3["id"]["cpu family"] == "25" and "avx512f" in zen5["simd"]
+    assert "hypervisor" not in zen3["simd"]  # not a SIMD flag: no part of the identity
+    assert hardware_hash({"cpu": zen3}) != hardware_hash({"cpu": zen5})
+    # only the SIMD flags count: a hypervisor flag more or less is the same machine
+    assert collect_cpu(ZEN.format(family=25, model=1, extra="")) == zen3
 
 
 def test_newer_version_is_refused(tiny_result, tmp_path):
@@ -68,10 +120,11 @@ def test_newer_version_is_refused(tiny_result, tmp_path):
 
 
 @pytest.mark.parametrize("content,message", [
-    ('{"schema_version": 2, "builds": [', "corrupt result file, not valid JSON"),
+    ('{"schema_version": 3, "builds": [', "corrupt result file, not valid JSON"),
     ("[1, 2]", "not a JSON object"),
     ('{"hello": 1}', "no integer 'schema_version'"),
     ('{"schema_version": 2}', "invalid result at (top level)"),
+    ('{"schema_version": 3}', "invalid result at (top level)"),
 ])
 def test_bad_files_are_one_clear_error(tmp_path, content, message):
     path = tmp_path / "bad.json"

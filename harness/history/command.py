@@ -4,12 +4,15 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from rich.console import Console
 from rich.table import Table as RichTable
 
 from harness.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _number(low: float, high: float) -> Callable[[str], float]:
@@ -28,7 +31,7 @@ def add_significance_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=_number(0, math.inf), default=0.05, metavar="F",
                         help="smallest relative change of a median that counts (default 0.05 = 5%%)")
     parser.add_argument("--alpha", type=_number(0, 1), default=0.01, metavar="P",
-                        help="significance level of the Mann-Whitney U test (default 0.01)")
+                        help="significance level of the run-level test (default 0.01)")
 
 
 def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,8 +49,32 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("markdown", "html"), default="markdown")
     parser.add_argument("--output", type=Path, default=None, metavar="PATH",
                         help="write the table here instead of standard output")
+    parser.add_argument("--exit-zero", action="store_true",
+                        help="exit 0 even when a layer is slower (default: exit 1 on a regression)")
     add_selection_arguments(parser)
     add_significance_arguments(parser)
+
+
+def _history_of(paths: list[Path], root: Path) -> pd.DataFrame:
+    """The stored history of the device and model the first result is of (the noise estimate)."""
+    from harness.history import load_history  # noqa: PLC0415
+    from harness.results.store import load_result  # noqa: PLC0415
+
+    doc = load_result(paths[0])
+    return load_history(doc["device"]["name"], doc["model"]["name"], root)
+
+
+def ancestry_note(a_text: str, b_text: str) -> str | None:
+    """A line when A is not an ancestor of B (both commits git knows): compared, but said."""
+    from harness.history.ancestry import is_ancestor  # noqa: PLC0415
+    from harness.report.inputs import resolve_commit  # noqa: PLC0415
+
+    if Path(a_text).is_file() or Path(b_text).is_file():
+        return None
+    a, b = resolve_commit(a_text), resolve_commit(b_text)
+    if is_ancestor(a, b) is False:
+        return f"note: {a_text} ({a[:12]}) is not an ancestor of {b_text} ({b[:12]}): compared anyway"
+    return None
 
 
 def run_compare(args: argparse.Namespace, console: Console) -> int:
@@ -64,14 +91,18 @@ def run_compare(args: argparse.Namespace, console: Console) -> int:
     if args.builds:
         table = compare_builds(*sides[0], *args.builds, threshold=args.threshold, alpha=args.alpha)
     else:
-        table = compare_runs(*sides[0], *sides[1], threshold=args.threshold, alpha=args.alpha)
+        table = compare_runs(*sides[0], *sides[1], threshold=args.threshold, alpha=args.alpha,
+                             history=_history_of(sides[1][1], root), note=ancestry_note(*args.sides))
     text = to_html(table) if args.format == "html" else to_markdown(table)
     if args.output:
         write_atomic(args.output, text)
         console.print(f"comparison written to {args.output}", highlight=False)
+        if table.note:
+            console.print(table.note, highlight=False)
     else:
         console.out(text, highlight=False)
-    return 0
+    # CI: a regression fails the step unless asked not to (a report-only job)
+    return 1 if table.regressions and not args.exit_zero else 0
 
 
 def add_regressions_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,11 +116,13 @@ def print_regressions(title: str, rows: list, console: Console) -> None:
         console.print(f"{title}: none", highlight=False)
         return
     table = RichTable(title=title, title_justify="left")
-    for col in ("build", "layer", "commit", "before ms", "after ms", "slower by", "p"):
+    for col in ("build", "layer", "commit", "before ms", "after ms", "slower by", "95% CI", "noise band", "p"):
         table.add_column(col, justify="left" if col in ("build", "layer", "commit") else "right")
     for r in rows:
         table.add_row(r.build, r.layer, r.commit[:12], f"{r.before_ms:.4g}", f"{r.after_ms:.4g}",
-                      f"{(r.ratio - 1) * 100:+.1f}%", f"{r.p_value:.2g}")
+                      f"{(r.ratio - 1) * 100:+.1f}%",
+                      f"{(r.ci_low - 1) * 100:+.1f}% .. {(r.ci_high - 1) * 100:+.1f}%",
+                      f"±{r.band * 100:.1f}%", f"{r.p_value:.2g}")
     console.print(table)
 
 

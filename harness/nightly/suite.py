@@ -10,28 +10,29 @@ environment through to benchmark processes (`harness nightly` sets them):
     HARNESS_BUILDS        comma-separated builds (default: every registered build)
     HARNESS_DEVICES_FILE  devices file (default: devices.yaml at the repository root)
     HARNESS_REPEATS, HARNESS_WARMUP   timed and warm-up passes (default 10 and 2)
+    HARNESS_RUNS          independent runs (default 3, harness.runs)
 
-The measurement is one `harness run` per build set, made once in asv's setup_cache (so each
-build is built and deployed once, not once per layer); it is saved as an ordinary result file
-under results/runs/<device>/ (the history `harness regressions` reads) and asv's benchmarks
-read their samples back from that JSON file: nothing a device sent is ever unpickled.
+The measurement is HARNESS_RUNS independent `harness run` processes (harness.runs: builds in
+a different order each), made once in asv's setup_cache (so it is not repeated per layer);
+each run is saved as an ordinary result file under results/runs/<device>/ (the history the
+verdicts judge, run by run) and asv's benchmarks read their samples back from those JSON
+files, pooled: nothing a device sent is ever unpickled.
 """
 from __future__ import annotations
 
 import functools
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from harness.builds import build_names, check_build_names
 from harness.devices import load_devices
 from harness.model import DEFAULT_MODEL, get_model
-from harness.results.store import load_result, save_new_result
-from harness.runner.measure import Settings
-from harness.terminal import make_console
+from harness.results.store import load_result
+from harness.runs import DEFAULT_RUNS, RunPlan, measure_runs
+
+REPO = Path(__file__).resolve().parents[2]  # the checkout asv benchmarks
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class SuiteConfig:
     warmup: int
     repeats: int
     devices_file: str | None
+    runs: int = DEFAULT_RUNS
 
 
 def config_from_env(env: dict[str, str] | None = None) -> SuiteConfig:
@@ -52,62 +54,63 @@ def config_from_env(env: dict[str, str] | None = None) -> SuiteConfig:
                        builds=check_build_names(builds or build_names()),
                        warmup=int(env.get("HARNESS_WARMUP", "2")),
                        repeats=int(env.get("HARNESS_REPEATS", "10")),
-                       devices_file=env.get("HARNESS_DEVICES_FILE") or None)
+                       devices_file=env.get("HARNESS_DEVICES_FILE") or None,
+                       runs=int(env.get("HARNESS_RUNS", str(DEFAULT_RUNS))))
 
 
 def layer_ids(config: SuiteConfig) -> list[str]:
     return [layer.id for layer in get_model(config.model)]
 
 
-def measure_once(config: SuiteConfig) -> str:
-    """Run every build on the device; the saved result file's path (asv's setup_cache value)."""
-    from harness.session import run_on_device  # noqa: PLC0415 - heavy; only when measuring
-
+def measure_once(config: SuiteConfig) -> list[str]:
+    """The independent runs of every build on the device; their result files (asv's
+    setup_cache value)."""
     device = load_devices(config.devices_file).get(config.device)
-    quiet = make_console(file=io.StringIO(), quiet=True)
-    doc = run_on_device(device, get_model(config.model), config.builds,
-                        Settings(warmup=config.warmup, repeats=config.repeats), quiet)
-    return str(save_new_result(doc))
+    plan = RunPlan(device.name, config.model, config.builds, config.warmup, config.repeats,
+                   config.runs, Path(config.devices_file) if config.devices_file else None)
+    return [str(p) for p in measure_runs(plan, REPO)]
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=16)
 def _result(result_path: str) -> dict[str, Any]:
     """The result file, read and validated once per process, not once per benchmark call."""
     return load_result(Path(result_path))
 
 
-def build_record(result_path: str, build: str) -> dict[str, Any]:
-    """The build's record; NotImplementedError (asv: skipped, not failed) if it did not run."""
-    doc = _result(result_path)
-    for record in doc["builds"]:
-        if record["name"] == build:
-            if record["status"] != "ok":
-                raise NotImplementedError(f"{build}: {record['message']}")
-            return record
-    raise NotImplementedError(f"{build} was not measured")
+def build_records(result: list[str] | str, build: str) -> list[dict[str, Any]]:
+    """The build's record in every run; NotImplementedError (asv: skipped, not failed) if it
+    did not run successfully in all of them."""
+    records = []
+    for path in [result] if isinstance(result, str) else result:
+        found = [r for r in _result(path)["builds"] if r["name"] == build]
+        if not found:
+            raise NotImplementedError(f"{build} was not measured")
+        if found[0]["status"] != "ok":
+            raise NotImplementedError(f"{build}: {found[0]['message']}")
+        records.append(found[0])
+    return records
 
 
-def layer_record(result_path: str, build: str, layer: str) -> dict[str, Any]:
-    for record in build_record(result_path, build)["layers"]:
-        if record["id"] == layer:
-            return record
-    raise NotImplementedError(f"{build} has no layer {layer}")
+def e2e_samples(result: list[str] | str, build: str) -> list[float]:
+    return [s for r in build_records(result, build) for s in r["e2e"]["samples_ms"]]
+
+
+def layer_records(result: list[str] | str, build: str, layer: str) -> list[dict[str, Any]]:
+    found = [rec for r in build_records(result, build) for rec in r["layers"] if rec["id"] == layer]
+    if not found:
+        raise NotImplementedError(f"{build} has no layer {layer}")
+    return found
+
+
+def layer_samples(result: list[str] | str, build: str, layer: str) -> list[float]:
+    """Every run's raw samples of the layer, pooled (asv's statistics are per benchmark)."""
+    return [s for rec in layer_records(result, build, layer) for s in rec["samples_ms"]]
 
 
 def seconds(samples_ms: list[float]) -> list[float]:
     return [ms / 1e3 for ms in samples_ms]
 
 
-def peak_unused_pct(layer: dict[str, Any], peak_gflops: float) -> list[float]:
-    """Per sample, the share of the device's peak the layer left unused (100 - % of peak)."""
-    return [100.0 - 100.0 * layer["flops"] / (ms * 1e6) / peak_gflops for ms in layer["samples_ms"]]
-
-
-def ms_per_gflop(layer: dict[str, Any]) -> list[float]:
+def ms_per_gflop(layer: dict[str, Any], samples_ms: list[float]) -> list[float]:
     """Per sample, milliseconds per GFLOP of the layer's work: 1000 / (GFLOP/s)."""
-    return [ms / (layer["flops"] / 1e9) for ms in layer["samples_ms"]]
-
-
-def peak_of(result_path: str, build: str) -> float:
-    doc = _result(result_path)
-    return doc["device"]["peak_gflops"][build_record(result_path, build).get("peak_dtype", "fp32")]
+    return [ms / (layer["flops"] / 1e9) for ms in samples_ms]

@@ -69,10 +69,11 @@ def environment() -> jinja2.Environment:
 
 
 def render_report(view: RunView, figures: Sequence[Figure], history: Figure | None,
-                  history_note: str, regressions: Sequence[Regression]) -> str:
+                  history_note: str, regressions: Sequence[Regression],
+                  history_band: Figure | None = None) -> str:
     above = view.above_peak
     return environment().get_template("report.html").render(
-        view=view, figures=figures, history=history, history_note=history_note,
+        view=view, figures=figures, history=history, history_note=history_note, history_band=history_band,
         regressions=regressions, commits=[c[:12] for c in view.commits],
         speedups=view.baseline_note is None, speedup_method=speedup_mod.METHOD,
         above_peak_explained=all(cell.algorithm for _, _, cell in above))

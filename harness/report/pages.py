@@ -75,16 +75,21 @@ def write_run_report(paths: Sequence[Path], out_root: Path = REPORTS_DIR, *,
     runs = history_runs(device, model, Path(results_root), [s.path for s in view.sources], history_commits)
     marks = regression_marks(runs)
     fig = plots.history_heatmap(runs, marks, [row.id for row in view.rows])
-    history = None
+    history = band = None
     if fig is not None:
         history = _figure(out, "history.png", fig, "per-layer history across commits",
-                          "Per-layer median time at each commit relative to that layer's first "
-                          "commit; regressions found by the nightly's step detection are boxed.")
+                          "Per-layer median time at each commit (commit order) relative to that "
+                          "layer's first commit; open regressions (`harness regressions`: step "
+                          "detection confirmed by the run-level verdict) are boxed.")
+        band_fig = plots.history_band(runs, marks)
+        band = band_fig and _figure(out, "history-band.png", band_fig, "noise band of the history",
+                                    "Run medians and the noise band each commit is judged against, "
+                                    "for the open regressions and the series that move most.")
     n_commits = runs["commit"].nunique() if not runs.empty else 0
     note = (f"History needs results from at least two commits of {model} on {device}; "
             f"found {n_commits} under {results_root}.")
     page = out / "index.html"
-    write_atomic(page, render_report(view, figures, history, note, marks))
+    write_atomic(page, render_report(view, figures, history, note, marks, band))
     return page
 
 

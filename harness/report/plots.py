@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from harness.history import Regression, per_commit
+from harness.history.verdict import LOOKBACK, estimate_noise
 from harness.report.compare import Comparison
 from harness.report.view import RunView
 
@@ -141,6 +142,65 @@ def history_heatmap(runs: pd.DataFrame, marks: Sequence[Regression], layer_order
                  "(black box: regression)", fontsize=10)
     bar = fig.colorbar(image, ax=fig.axes, shrink=0.8)
     bar.set_label("log2(time / first time): red is slower")
+    return fig
+
+
+BAND_Z = 2.576  # two-sided 1 %: the verdict's default alpha
+
+
+def _band(groups: list[np.ndarray], i: int) -> tuple[float, float] | None:
+    """(centre, relative half-width) of the noise band commit i is judged against: the
+    lookback commits before it (their median level, and the between-run and between-session
+    noise of harness.history.verdict)."""
+    past = [g for g in groups[max(0, i - LOOKBACK):i] if g.size]
+    if not past:
+        return None
+    noise = estimate_noise(past)
+    k = float(np.mean([g.size for g in past]))
+    sd = float(np.sqrt(noise.tau**2 + noise.sigma**2 / k))
+    return float(np.median([np.exp(np.log(g).mean()) for g in past])), float(np.expm1(BAND_Z * sd))
+
+
+def _band_series(points: pd.DataFrame, marks: Sequence[Regression], limit: int) -> list[tuple[str, str]]:
+    """The marked series first, then the ones whose level moves most, at most `limit`."""
+    marked = [(r.build, r.layer) for r in marks]
+    spread = (points.groupby(["build", "layer"], sort=False)["median_ms"]
+              .agg(lambda s: float(np.log(s).std()) if len(s) > 1 else 0.0).sort_values(ascending=False))
+    keys = list(dict.fromkeys([*marked, *spread.index]))
+    return keys[:limit]
+
+
+def history_band(runs: pd.DataFrame, marks: Sequence[Regression], limit: int = 6) -> Figure | None:
+    """Per series (build x layer, one machine): each run's median (dots), each commit's level
+    (line) and the noise band a commit is judged against (shaded: the lookback's level +- the
+    change that would just be significant). None with fewer than two commits."""
+    points = per_commit(runs)
+    if points.empty or points["commit"].nunique() < 2:
+        return None
+    keys = _band_series(points, marks, limit)
+    fig = Figure(figsize=(9, 2.2 * len(keys)), layout="constrained")
+    for k, (build, layer) in enumerate(keys):
+        ax = fig.add_subplot(len(keys), 1, k + 1)
+        series = points[(points["build"] == build) & (points["layer"] == layer)].reset_index(drop=True)
+        groups = [np.asarray(r, float) for r in series["run_medians_ms"]]
+        x = np.arange(len(series))
+        for i, g in enumerate(groups):
+            ax.plot(np.full(g.size, i), g, ".", color="tab:blue", alpha=0.6)
+        ax.plot(x, [np.exp(np.log(g).mean()) for g in groups], "-", color="tab:blue", linewidth=1)
+        bands = [_band(groups, i) for i in range(len(groups))]
+        lo = [c * (1 - w) if c else np.nan for c, w in (b or (np.nan, np.nan) for b in bands)]
+        hi = [c * (1 + w) if c else np.nan for c, w in (b or (np.nan, np.nan) for b in bands)]
+        ax.fill_between(x, lo, hi, color="tab:gray", alpha=0.25, step="mid", label="noise band (p = 0.01)")
+        for r in marks:
+            if (r.build, r.layer) == (build, layer) and r.commit in list(series["commit"]):
+                ax.axvline(list(series["commit"]).index(r.commit), color="tab:red", linestyle="--")
+        ax.set_title(_text(f"{build} {layer}"), fontsize=9)
+        ax.set_ylabel("ms", fontsize=8)
+        ax.set_xticks(x, [_text(str(c)[:8]) for c in series["commit"]], rotation=60, ha="right", fontsize=7)
+        if k == 0:
+            ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle("Run medians (dots) and commit level (line) in commit order; shaded: the noise band "
+                 "each commit is judged against; dashed red: open regression", fontsize=9)
     return fig
 
 

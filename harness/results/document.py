@@ -8,10 +8,12 @@ from typing import Any
 from harness import __version__
 from harness.devices.config import Device
 from harness.model.layers import LayerTable
+from harness.results import fingerprint
 from harness.results.store import SCHEMA_VERSION, new_run_id
 from harness.timestamps import utc_now
 
 REPO = Path(__file__).resolve().parents[2]
+TUNING_DIR = REPO / "tuning"  # as harness.tuning.database (not imported: it pulls in TVM)
 
 
 def git(*args: str, repo: Path = REPO) -> str | None:
@@ -40,7 +42,10 @@ def model_block(table: LayerTable) -> dict[str, Any]:
 def new_document(device: Device, table: LayerTable, run_output: dict[str, Any],
                  commit: tuple[str | None, bool | None] | None = None) -> dict[str, Any]:
     sha, dirty = commit if commit is not None else git_commit()
+    # The runner collects the fingerprint on the device; a farm board runs no harness code.
+    found = run_output.get("fingerprint") or fingerprint.from_config(device)
     created = utc_now()
     return {"schema_version": SCHEMA_VERSION, "created_utc": created, "run_id": new_run_id(created), "complete": True,
             "harness": {"commit": sha, "dirty": dirty, "version": __version__},
-            "device": device.summary(), "model": model_block(table), **run_output}
+            "device": device.summary(), "model": model_block(table), **run_output,
+            "fingerprint": fingerprint.with_tuning(found, device.name, TUNING_DIR)}

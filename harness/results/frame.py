@@ -10,8 +10,11 @@ from harness.results.store import load_result
 
 
 def _run_columns(doc: dict[str, Any], path: Path) -> dict[str, Any]:
+    fingerprint = doc["fingerprint"]
     return {"file": str(path), "created_utc": doc["created_utc"], "commit": doc["harness"].get("commit"),
-            "device": doc["device"]["name"], "model": doc["model"]["name"]}
+            "device": doc["device"]["name"], "model": doc["model"]["name"],
+            "hardware_hash": fingerprint["hardware_hash"], "hardware": fingerprint["hardware"],
+            "software": fingerprint["software"], "complete": doc["complete"]}
 
 
 def _frame(paths: Iterable[Path | str],

@@ -22,7 +22,7 @@ from harness.errors import UserError
 from harness.names import SAFE_NAME_RULE, is_safe_name
 from harness.userfiles import read_user_text
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # HARNESS_RESULTS_DIR moves the results tree (tests, or a shared results disk).
 RESULTS_DIR = Path(os.environ.get("HARNESS_RESULTS_DIR") or Path(__file__).resolve().parents[2] / "results")
 RUNS_SUBDIR = "runs"  # results/ is also asv's results_dir; ours live apart from its machines
@@ -40,7 +40,16 @@ def _v1_to_v2(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+def _v2_to_v3(doc: dict[str, Any]) -> dict[str, Any]:
+    """v3 records the machine's fingerprint; a v2 file's machine is unknown, and an unknown
+    machine is never compared with a fingerprinted one (harness.results.fingerprint)."""
+    from harness.results.fingerprint import unknown_fingerprint  # noqa: PLC0415 - store stays light
+
+    doc.setdefault("fingerprint", unknown_fingerprint())
+    return doc
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def migrate(doc: dict[str, Any], source: str = "result") -> dict[str, Any]:

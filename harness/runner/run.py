@@ -23,6 +23,7 @@ from harness.devices.config import Device
 from harness.devices.state import collect_state
 from harness.model.layers import LayerTable
 from harness.model.unet import make_input, make_weights
+from harness.results.fingerprint import collect_fingerprint
 from harness.runner.measure import Settings, measure, steps
 from harness.timestamps import utc_now
 from harness.runner.deps import missing_message
@@ -148,6 +149,8 @@ def run(req: RunRequest, progress: Progress | None = None) -> dict[str, Any]:
             "system": {"before": before.to_json(), "after": collect_state().to_json(),
                        "memory_bandwidth": measure_memory_bandwidth(req.device.cores)},  # roofline ceiling
             "environment": environment(),
+            # after the builds ran, so the versions of the libraries they imported are known
+            "fingerprint": collect_fingerprint(req.device),
             "settings": {"warmup": req.settings.warmup, "repeats": req.settings.repeats,
                          "threads": req.device.cores},
             "builds": builds}

@@ -1,0 +1,123 @@
+"""Two sets of runs judged per build x layer, on one machine, against that machine's history.
+
+The one place `harness compare`, `harness nightly`, `harness regressions` and `harness bisect`
+turn run-level frames (one row per run x build x layer, as load_history and layers_frame give)
+into verdicts (harness.history.verdict). Results of different hardware fingerprints are never
+judged against each other: the caller gets one line saying the machine changed instead.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from harness.history.verdict import Noise, RunChange, estimate_noise, judge, run_medians
+from harness.results.fingerprint import UNKNOWN, describe, software_changes
+
+Key = tuple[str, str]  # (build, layer)
+
+
+@dataclass(frozen=True)
+class Judged:
+    build: str
+    layer: str
+    change: RunChange
+    noise: Noise
+
+
+@dataclass(frozen=True)
+class Judgement:
+    a: str  # labels of the two sides
+    b: str
+    judged: list[Judged]
+    machine_note: str | None = None  # set when nothing was judged because the machine changed
+    software_notes: list[str] = field(default_factory=list)
+
+    @property
+    def regressions(self) -> list[Judged]:
+        return [j for j in self.judged if j.change.verdict == "slower"]
+
+    @property
+    def moved(self) -> list[Judged]:
+        return [j for j in self.judged if j.change.verdict != "same"]
+
+
+def _ok(frame: pd.DataFrame) -> pd.DataFrame:
+    if frame.empty:
+        return frame
+    keep = frame["status"] == "ok"
+    if "complete" in frame:  # a run that stopped part-way is never a baseline
+        keep &= frame["complete"].fillna(True).astype(bool)
+    return frame[keep]
+
+
+def machines(frame: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(frame["hardware_hash"])) if not frame.empty else []
+
+
+def machine_note(a_label: str, a: pd.DataFrame, b_label: str, b: pd.DataFrame) -> str | None:
+    """None when both sides are one and the same known machine; else the one line to print."""
+    ma, mb = machines(a), machines(b)
+    for label, found in ((a_label, ma), (b_label, mb)):
+        if len(found) > 1:
+            return f"results of {label} come from {len(found)} different machines: not compared"
+    if ma == mb and ma != [UNKNOWN]:
+        return None
+    what_a = describe(a["hardware"].iloc[0]) if "hardware" in a and not a.empty else "?"
+    what_b = describe(b["hardware"].iloc[0]) if "hardware" in b and not b.empty else "?"
+    if ma == mb:
+        return (f"machine unknown for {a_label} and {b_label} (results from before fingerprints): "
+                "not compared")
+    return f"machine changed between {a_label} and {b_label}: not compared ({what_a} vs {what_b})"
+
+
+def runs_by_key(frame: pd.DataFrame) -> dict[Key, np.ndarray]:
+    """(build, layer) -> run medians, one per run (file)."""
+    out: dict[Key, list[list[float]]] = {}
+    for r in _ok(frame).itertuples():
+        out.setdefault((r.build, r.layer), []).append(list(r.samples_ms))
+    return {k: run_medians(v) for k, v in out.items()}
+
+
+def history_by_key(history: pd.DataFrame, machine: str, exclude: Sequence[str]) -> dict[Key, list[np.ndarray]]:
+    """(build, layer) -> run medians per commit, in the history's order, one machine only."""
+    frame = _ok(history)
+    if frame.empty:
+        return {}
+    frame = frame[(frame["hardware_hash"] == machine) & ~frame["commit"].isin(list(exclude))]
+    out: dict[Key, dict[str, list[list[float]]]] = {}
+    for r in frame.itertuples():
+        out.setdefault((r.build, r.layer), {}).setdefault(r.commit, []).append(list(r.samples_ms))
+    return {k: [run_medians(runs) for runs in per.values()] for k, per in out.items()}
+
+
+def _software(frame: pd.DataFrame) -> dict:
+    return frame["software"].iloc[-1] if "software" in frame and not frame.empty else {}
+
+
+def judge_frames(a_label: str, a: pd.DataFrame, b_label: str, b: pd.DataFrame,
+                 history: pd.DataFrame | None = None, threshold: float = 0.05, alpha: float = 0.01,
+                 same_session: bool = False) -> Judgement:
+    """Every (build, layer) present on both sides, judged; the sides' commits are left out of
+    the history used for the noise (they are counted as the sides themselves)."""
+    note = machine_note(a_label, _ok(a), b_label, _ok(b))
+    if note:
+        return Judgement(a_label, b_label, [], note)
+    machine = machines(_ok(a))[0]
+    exclude = list(dict.fromkeys([*a["commit"], *b["commit"]]))
+    past = history_by_key(history if history is not None else pd.DataFrame(), machine, exclude)
+    before, after = runs_by_key(a), runs_by_key(b)
+    judged = []
+    for key in [k for k in before if k in after]:
+        noise = estimate_noise(past.get(key, []), [before[key], after[key]])
+        change = judge(before[key], after[key], noise, threshold, alpha, same_session)
+        judged.append(Judged(*key, change, noise))
+    return Judgement(a_label, b_label, judged, None, software_changes(_software(a), _software(b)))
+
+
+def moved_summary(judgement: Judgement) -> str:
+    """'torch enc1.conv2 +110.3% (slower), ...' or 'none'."""
+    return ", ".join(f"{j.build} {j.layer} {j.change.effect:+.1%} ({j.change.verdict})"
+                     for j in judgement.moved) or "none"

@@ -1,0 +1,177 @@
+"""Is a layer slower? Judged with the RUN as the unit, against the noise its history shows.
+
+Why not a test on the raw samples: samples inside one run are not independent. Whole runs
+shift against each other (load, frequency, thread pools, memory placement), so a
+Mann-Whitney test on 100 samples a side "finds" a 6-86% change between two runs of identical
+code (issue 10). Following Kalibera & Jones, the variation that matters is at the highest level
+of repetition, here two levels above the sample:
+
+    log(run median) = level of the commit + session shift (tau) + run shift (sigma)
+
+- sigma (between runs of one session): pooled from the spread of run medians within each
+  commit, on both sides and over the machine's history, shrunk toward a prior (PRIOR_SIGMA,
+  PRIOR_DF pseudo degrees of freedom) so that one or two runs do not claim certainty.
+- tau (between sessions: one nightly against the next): the Conbench-style lookback over the
+  last LOOKBACK commits of the same machine, from the median absolute difference between
+  consecutive commits' levels (robust to a past step), minus sigma's share; also shrunk
+  toward a prior. A layer whose unchanged code moved +-10% between nightlies gets a wide band.
+
+The change d = mean log run-median after - before (reported as a ratio: the ratio of the
+geometric means of the run medians) has standard error
+
+    se^2 = sigma^2 (1/runs_before + 1/runs_after) + tau^2 (1/sessions_before + 1/sessions_after)
+
+(one session a side for two commits; `harness regressions` pools the commits of a segment)
+
+and degrees of freedom by Welch-Satterthwaite. A change counts ("slower"/"faster") when
+|ratio - 1| >= threshold, the t-test on d gives p < alpha, and the 95% bootstrap interval of
+the ratio (runs resampled within each side, fixed seed) excludes 1. The noise band (reported
+and drawn in the history plot) is the change that would just reach p = alpha: exp(t* se) - 1.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+from scipy import stats
+
+Verdict = Literal["slower", "faster", "same"]
+
+PRIOR_SIGMA = 0.03  # between-run sd of log run medians assumed before any data (3 %)
+PRIOR_TAU = 0.03  # between-session sd assumed before any history
+PRIOR_DF = 2.0  # weight of each prior, in degrees of freedom
+LOOKBACK = 20  # commits of history used for the session noise
+MIN_LOOKBACK = 4  # fewer commits than this: the session noise is the prior alone
+BOOTSTRAP = 2000
+SEED = 0
+MAD_TO_SD = 1.4826  # MAD of a normal sample x this = its sd
+# A MAD-based sd is worth ~37 % of the degrees of freedom of a plain one (its Gaussian
+# efficiency); counting it at full weight made the 5-commit band too narrow (3 % false alarms
+# at alpha 1 % in a seeded simulation with a 5 % session shift).
+MAD_EFFICIENCY = 0.37
+
+
+@dataclass(frozen=True)
+class Noise:
+    """Between-run noise of one build x layer, on the log scale, with its evidence."""
+    sigma: float  # between runs of one session
+    sigma_df: float
+    tau: float  # between sessions
+    tau_df: float
+    commits: int  # history commits the estimate used
+
+    @classmethod
+    def prior(cls) -> "Noise":
+        return cls(PRIOR_SIGMA, PRIOR_DF, PRIOR_TAU, PRIOR_DF, 0)
+
+
+@dataclass(frozen=True)
+class RunChange:
+    """One build x layer judged on run medians. Field names shared with detect.Change."""
+    before_ms: float  # geometric mean of the run medians
+    after_ms: float
+    ratio: float  # after / before: > 1 is slower
+    p_value: float
+    verdict: Verdict
+    ci_low: float  # 95 % bootstrap interval of the ratio
+    ci_high: float
+    band: float  # relative change that would just be significant (noise band half-width)
+    runs_before: int
+    runs_after: int
+
+    @property
+    def effect(self) -> float:
+        return self.ratio - 1
+
+
+def run_medians(runs: Sequence[Sequence[float]]) -> np.ndarray:
+    return np.array([float(np.median(r)) for r in runs if len(r)], float)
+
+
+def _shrunk(prior: float, ss: float, df: float) -> tuple[float, float]:
+    """(sd, df) of a scaled-inverse-chi^2 posterior: prior sd with PRIOR_DF, data ss with df."""
+    total = PRIOR_DF + df
+    return math.sqrt((PRIOR_DF * prior**2 + ss) / total), total
+
+
+def sigma_from_commits(groups: Sequence[np.ndarray]) -> tuple[float, float]:
+    """Pooled within-commit (ss, df) of log run medians; groups: one array per commit."""
+    ss = df = 0.0
+    for g in groups:
+        logs = np.log(g[g > 0])
+        if logs.size >= 2:
+            ss += float(((logs - logs.mean()) ** 2).sum())
+            df += logs.size - 1
+    return ss, df
+
+
+def tau_from_levels(levels: np.ndarray, sigma: float, runs_per_commit: float) -> tuple[float, float] | None:
+    """(tau^2 estimate, df) from consecutive commits' log levels, or None with too few.
+    Consecutive differences of unchanged code have variance 2 (tau^2 + sigma^2 / k); the
+    median absolute difference ignores the odd real step in the lookback."""
+    if levels.size < MIN_LOOKBACK:
+        return None
+    diffs = np.diff(levels)
+    sd_diff = MAD_TO_SD * float(np.median(np.abs(diffs - np.median(diffs))))
+    level_var = sd_diff**2 / 2
+    return max(0.0, level_var - sigma**2 / runs_per_commit), MAD_EFFICIENCY * diffs.size
+
+
+def estimate_noise(history: Sequence[np.ndarray], sides: Sequence[np.ndarray] = ()) -> Noise:
+    """Noise of one build x layer from its history (one array of run medians per commit,
+    oldest first, same machine, the sides excluded) and the two sides' own run medians."""
+    ss, df = sigma_from_commits([*history, *sides])
+    sigma, sigma_df = _shrunk(PRIOR_SIGMA, ss, df)
+    recent = [g for g in history if g.size and (g > 0).all()][-LOOKBACK:]
+    levels = np.array([np.log(g).mean() for g in recent])
+    k = float(np.mean([g.size for g in recent])) if recent else 1.0
+    found = tau_from_levels(levels, sigma, k)
+    if found is None:
+        return Noise(sigma, sigma_df, PRIOR_TAU, PRIOR_DF, len(recent))
+    tau2, tau_df = found
+    tau, tau_df = _shrunk(PRIOR_TAU, tau2 * tau_df, tau_df)
+    return Noise(sigma, sigma_df, tau, tau_df, len(recent))
+
+
+def _welch_df(parts: Sequence[tuple[float, float]]) -> float:
+    """Satterthwaite's degrees of freedom of a sum of variance components (var, df)."""
+    total = sum(v for v, _ in parts)
+    denom = sum(v**2 / d for v, d in parts if d > 0)
+    return total**2 / denom if denom > 0 else math.inf
+
+
+def bootstrap_ratio(before: np.ndarray, after: np.ndarray, seed: int = SEED) -> tuple[float, float]:
+    """95 % percentile interval of exp(mean log after - mean log before), runs resampled."""
+    rng = np.random.default_rng(seed)
+    lb, la = np.log(before), np.log(after)
+    mb = lb[rng.integers(0, lb.size, (BOOTSTRAP, lb.size))].mean(axis=1)
+    ma = la[rng.integers(0, la.size, (BOOTSTRAP, la.size))].mean(axis=1)
+    low, high = np.percentile(np.exp(ma - mb), [2.5, 97.5])
+    return float(low), float(high)
+
+
+def judge(before: np.ndarray, after: np.ndarray, noise: Noise, threshold: float = 0.05,
+          alpha: float = 0.01, same_session: bool = False,
+          sessions: tuple[int, int] = (1, 1)) -> RunChange:
+    """before/after: run medians (ms). same_session: the runs were interleaved in one session
+    (two builds of one measurement), so no session shift separates the sides. sessions: how
+    many sessions (commits) each side pools; their shifts average out like runs do."""
+    if before.size == 0 or after.size == 0 or (before <= 0).any() or (after <= 0).any():
+        raise ValueError("judge needs at least one positive run median on each side")
+    d = float(np.log(after).mean() - np.log(before).mean())
+    parts = [(noise.sigma**2 * (1 / before.size + 1 / after.size), noise.sigma_df)]
+    if not same_session:
+        parts.append((noise.tau**2 * (1 / sessions[0] + 1 / sessions[1]), noise.tau_df))
+    se = math.sqrt(sum(v for v, _ in parts))
+    df = _welch_df(parts)
+    p = float(2 * stats.t.sf(abs(d) / se, df)) if se > 0 else (0.0 if d else 1.0)
+    band = math.expm1(float(stats.t.ppf(1 - alpha / 2, df)) * se)
+    low, high = bootstrap_ratio(before, after)
+    ratio = math.exp(d)
+    verdict: Verdict = "same"
+    if p < alpha and abs(ratio - 1) >= threshold and not low <= 1 <= high:
+        verdict = "slower" if ratio > 1 else "faster"
+    return RunChange(float(np.exp(np.log(before).mean())), float(np.exp(np.log(after).mean())),
+                     ratio, p, verdict, low, high, band, int(before.size), int(after.size))

@@ -1,0 +1,163 @@
+"""What a result's times depend on: the machine (hashed) and the software (annotated).
+
+A result's `fingerprint` block has three parts:
+
+    hardware       CPU identity (vendor, family/model/stepping on x86, implementer/part/variant
+                   on ARM, the model name, the LLVM cpu configured for the device), its SIMD
+                   flags, the cores online and the threads the device uses, memory, emulated
+    hardware_hash  sha256 of the canonical JSON of `hardware`, first 16 hex digits; "unknown"
+                   for results made before fingerprints (schema v2)
+    software       kernel, python, numpy, torch, TVM, NNPACK (inside torch) versions and the
+                   tuning databases' sha256; a change here is an annotation, not a new machine
+
+Why the CPU identity and not the model name: both AMD EPYC kinds seen here (Zen 3, Zen 5)
+report "AMD EPYC"; their cpu family (25 vs 26) tells them apart. Why the kernel is software:
+a kernel update on the same board is a change to annotate on the history, like a torch update;
+a different board is a different machine. Standard library only: this runs on the device,
+inside the on-device runner.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness.devices.config import Device
+
+UNKNOWN = "unknown"
+HASH_DIGITS = 16
+# The flags that change which kernels run (and so the times); the rest of /proc/cpuinfo's
+# flags (mitigations, hypervisor features) differ between hosts of one kind and say nothing.
+SIMD_PREFIXES = ("sse", "ssse", "avx", "fma", "f16c", "amx", "neon", "asimd", "fphp", "sve",
+                 "vfp", "i8mm", "bf16", "dotprod")
+X86_ID = ("vendor_id", "cpu family", "model", "stepping")
+ARM_ID = ("CPU implementer", "CPU architecture", "CPU variant", "CPU part", "CPU revision")
+
+
+def _cpuinfo(text: str) -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo's text."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if fields:
+                break
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def collect_cpu(cpuinfo_text: str | None = None) -> dict[str, Any]:
+    info = _cpuinfo(_read("/proc/cpuinfo") if cpuinfo_text is None else cpuinfo_text)
+    ident = {k: info[k] for k in (*X86_ID, *ARM_ID) if k in info}
+    flags = set((info.get("flags") or info.get("Features") or "").split())
+    simd = sorted(f for f in flags if f.startswith(SIMD_PREFIXES))
+    return {"id": ident, "model_name": info.get("model name", UNKNOWN), "simd": simd}
+
+
+def collect_memory_gib(meminfo_text: str | None = None) -> float | None:
+    """MemTotal rounded to 0.5 GiB: the kernel's own reservations move it by a few MB."""
+    text = _read("/proc/meminfo") if meminfo_text is None else meminfo_text
+    for line in text.splitlines():
+        if line.startswith("MemTotal:"):
+            return round(int(line.split()[1]) / 2**20 * 2) / 2
+    return None
+
+
+def _cores_online() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def collect_hardware(device: Device) -> dict[str, Any]:
+    return {"arch": platform.machine(), "cpu": collect_cpu(), "llvm_cpu": device.cpu,
+            "cores_online": _cores_online(), "threads": device.cores,
+            "memory_gib": collect_memory_gib(),
+            # another engineer adds Device.emulated (qemu-user boards); absent means native
+            "emulated": bool(getattr(device, "emulated", False))}
+
+
+def collect_software() -> dict[str, Any]:
+    software = {"kernel": platform.release(), "python": platform.python_version()}
+    for module in ("numpy", "torch", "tvm"):
+        mod = sys.modules.get(module)
+        if mod is not None:
+            software[module] = getattr(mod, "__version__", UNKNOWN)
+    if "torch" in software:  # NNPACK has no version of its own: it is the copy inside torch
+        software["nnpack"] = f"libtorch_cpu of torch {software['torch']}"
+    return software
+
+
+def hardware_hash(hardware: dict[str, Any] | None) -> str:
+    if not hardware:
+        return UNKNOWN
+    canonical = json.dumps(hardware, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:HASH_DIGITS]
+
+
+def make_fingerprint(hardware: dict[str, Any] | None, software: dict[str, Any]) -> dict[str, Any]:
+    return {"hardware": hardware, "hardware_hash": hardware_hash(hardware), "software": software}
+
+
+def collect_fingerprint(device: Device) -> dict[str, Any]:
+    """The fingerprint of the machine this code runs on (the device, in the on-device runner)."""
+    return make_fingerprint(collect_hardware(device), collect_software())
+
+
+def from_config(device: Device) -> dict[str, Any]:
+    """For transports whose boards run no harness code (the TVM RPC farm): the hardware is what
+    devices.yaml says, marked so; the host's own CPU would be the wrong machine."""
+    hardware = {"arch": device.arch, "cpu": {"model_name": device.cpu_model}, "llvm_cpu": device.cpu,
+                "threads": device.cores, "source": "devices.yaml",
+                "emulated": bool(getattr(device, "emulated", False))}
+    return make_fingerprint(hardware, {})
+
+
+def tuning_hashes(device: str, root: Path) -> dict[str, str]:
+    """sha256 (16 digits) of each tuning database of `device` (tuning/<device>/*.json)."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:HASH_DIGITS]
+            for p in sorted((root / device).glob("*.json"))}
+
+
+def with_tuning(fingerprint: dict[str, Any], device: str, root: Path) -> dict[str, Any]:
+    """The databases are read on the host (TVM compiles there); added to the device's block."""
+    return {**fingerprint, "software": {**fingerprint["software"], "tuning": tuning_hashes(device, root)}}
+
+
+def unknown_fingerprint() -> dict[str, Any]:
+    """What a result from before fingerprints (schema v2) gets: never equal to a known one."""
+    return make_fingerprint(None, {})
+
+
+def describe(hardware: dict[str, Any] | None) -> str:
+    """One short phrase naming a machine, for messages."""
+    if not hardware:
+        return "unknown machine (result from before fingerprints)"
+    cpu = hardware.get("cpu") or {}
+    ident = cpu.get("id") or {}
+    family = "/".join(ident[k] for k in ("cpu family", "model", "stepping") if k in ident)
+    part = ident.get("CPU part")
+    detail = f"family/model/stepping {family}" if family else (f"part {part}" if part else "")
+    name = cpu.get("model_name", UNKNOWN)
+    threads = hardware.get("threads")
+    return ", ".join(x for x in (name, detail, f"{threads} threads" if threads else "",
+                                 "emulated" if hardware.get("emulated") else "") if x)
+
+
+def software_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """'torch 2.12 -> 2.13'-style notes for every software entry that differs."""
+    notes = []
+    for key in sorted(set(before) | set(after)):
+        if before.get(key) != after.get(key):
+            notes.append(f"{key} {before.get(key, 'none')} -> {after.get(key, 'none')}")
+    return notes

@@ -1,0 +1,91 @@
+"""Several independent runs of one measurement: separate processes, builds in varying order.
+
+The run is the unit every verdict is judged on (harness.history.verdict), so one measurement
+is N runs, each a fresh `python -m harness run` process (its own thread pools, memory
+placement, allocator state) of the checkout being measured (this one, or a past commit's
+worktree), each saved as its own result file with all its raw samples and a `run_group`
+block tying the N together. Build order rotates from run to run and reverses on
+every other one (Chromium Pinpoint's interleaving): a build is not always measured first,
+warm, or right after the heaviest one.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import UserError
+from harness.results.store import RESULTS_DIR, load_result, save_new_result
+
+DEFAULT_RUNS = 3
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    device: str | None
+    model: str
+    builds: list[str]
+    warmup: int
+    repeats: int
+    runs: int = DEFAULT_RUNS
+    devices_file: Path | None = None
+
+
+def build_orders(builds: list[str], runs: int) -> list[list[str]]:
+    """Run i: the builds rotated by i; each full cycle of rotations alternates direction, so
+    every build takes every position and follows different neighbours."""
+    orders = []
+    n = max(1, len(builds))
+    for i in range(runs):
+        base = builds if (i // n) % 2 == 0 else builds[::-1]
+        k = i % n
+        orders.append(base[k:] + base[:k])
+    return orders
+
+
+def run_command(plan: RunPlan, order: list[str], output: Path) -> list[str]:
+    """Only options every version of `harness run` has: a past commit's code runs it too."""
+    command = [sys.executable, "-m", "harness", "run", "--model", plan.model, "--builds", ",".join(order),
+               "--warmup", str(plan.warmup), "--repeats", str(plan.repeats), "--output", str(output)]
+    if plan.device:
+        command += ["--device", plan.device]
+    if plan.devices_file:
+        command += ["--devices-file", str(plan.devices_file)]
+    return command
+
+
+def run_one(plan: RunPlan, order: list[str], group: str, index: int, repo: Path,
+            results_dir: Path | None, extra_env: dict[str, str] | None = None) -> Path:
+    """One run in a fresh process of the checkout `repo`; its stored result file."""
+    env = {**os.environ, **(extra_env or {}),
+           "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    with tempfile.TemporaryDirectory(prefix="harness-run-") as tmp:
+        out = Path(tmp) / "run.json"
+        proc = subprocess.run(run_command(plan, order, out), cwd=repo, env=env,
+                              capture_output=True, text=True)
+        if not out.is_file():
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise UserError(f"run {index + 1} of {plan.runs} failed (exit {proc.returncode}): {tail}")
+        doc = load_result(out)
+    doc["run_group"] = {"id": group, "index": index, "of": plan.runs, "order": order}
+    return save_new_result(doc, results_dir or RESULTS_DIR)
+
+
+def measure_runs(plan: RunPlan, repo: Path = REPO, results_dir: Path | None = None,
+                 progress=lambda index, total, order: None,
+                 extra_env: dict[str, str] | None = None) -> list[Path]:
+    """plan.runs runs, one after the other; the stored result files, in run order.
+    extra_env: variables for the runs' processes only (scripts/verdict_quality.py's knob)."""
+    if plan.runs < 1:
+        raise UserError("--runs must be at least 1")
+    group = uuid.uuid4().hex[:12]
+    paths = []
+    for index, order in enumerate(build_orders(plan.builds, plan.runs)):
+        progress(index, plan.runs, order)
+        paths.append(run_one(plan, order, group, index, repo, results_dir, extra_env))
+    return paths
