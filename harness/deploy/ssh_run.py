@@ -67,7 +67,7 @@ def stage(device: Device, table: LayerTable, builds: list[str], options: dict[st
     """Export every build's artifacts for the device (cross-compiled where the build does so)."""
     from harness.builds import get_build  # noqa: PLC0415 - imports torch
     from harness.builds.base import BuildContext  # noqa: PLC0415
-    from harness.model.unet import make_weights  # noqa: PLC0415
+    from harness.model.weights import make_weights  # noqa: PLC0415
 
     root = out_dir / "artifacts"
     weights = make_weights(table)

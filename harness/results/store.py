@@ -10,7 +10,6 @@ import copy
 import functools
 import json
 import os
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
@@ -18,6 +17,7 @@ from typing import Any, Callable
 import jsonschema
 
 from harness.errors import UserError
+from harness.fileio import write_atomic  # noqa: F401 - re-exported for its callers
 
 SCHEMA_VERSION = 2
 # HARNESS_RESULTS_DIR moves the results tree (tests, or a shared results disk).
@@ -80,23 +80,6 @@ def load_result(path: Path | str) -> dict[str, Any]:
     doc = migrate(doc, str(path))
     validate(doc, str(path))
     return doc
-
-
-def write_atomic(path: Path, text: str | bytes) -> None:
-    """Write via a temporary file in the same directory and rename it into place, so a
-    reader (or a crash) sees the old file or the new one, never half of either."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results and reports from a web server
-        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def save_result(doc: dict[str, Any], path: Path | str) -> Path:

@@ -22,7 +22,7 @@ from harness.devices.bandwidth import measure_memory_bandwidth
 from harness.devices.config import Device
 from harness.devices.state import collect_state
 from harness.model.layers import LayerTable
-from harness.model.unet import make_input, make_weights
+from harness.model.weights import make_input, make_weights
 from harness.runner.measure import Settings, measure, steps
 from harness.timestamps import utc_now
 from harness.runner.deps import missing_message
