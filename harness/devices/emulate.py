@@ -207,10 +207,18 @@ def cpuinfo_text(cpu: BoardCPU, cores: int) -> str:
     return body + f"Model\t\t: {cpu.model}\n"
 
 
+def midr(cpu: BoardCPU) -> int:
+    """MIDR_EL1: implementer Arm (0x41), variant, architecture 0xf, part number, revision."""
+    return 0x41 << 24 | int(cpu.variant, 16) << 20 | 0xF << 16 | int(cpu.part, 16) << 4 | cpu.revision
+
+
 def wrapper_text(qemu: str, cpu: BoardCPU, rootfs: Path) -> str:
     import shlex  # noqa: PLC0415
 
+    # tvm_ffi would otherwise import torch and JIT a C extension with the host's x86 cc on every
+    # `import tvm` (2+ minutes under qemu, and it fails anyway).
     return ("#!/bin/sh\n# The emulated board's python (harness devices emulate).\n"
+            "export TVM_FFI_DISABLE_TORCH_C_DLPACK=1\n"
             f"exec {shlex.quote(qemu)} -cpu {shlex.quote(cpu.name)} -L {shlex.quote(str(rootfs))} "
             f"{shlex.quote(str(rootfs / 'usr' / 'bin' / 'python3'))} \"$@\"\n")
 
@@ -247,6 +255,9 @@ def make_board(board_dir: Path, cpu: BoardCPU, torch: bool, log: Log) -> Board:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
     _write_new(rootfs / "proc" / "cpuinfo", cpuinfo_text(cpu, host_cores()))
     _write_new(rootfs / "proc" / "device-tree" / "model", cpu.model + "\x00")
+    for i in range(host_cores()):  # oneDNN's xbyak_aarch64 reads the CPU id here
+        _write_new(rootfs / "sys" / "devices" / "system" / "cpu" / f"cpu{i}" / "regs" / "identification" / "midr_el1",
+                   f"0x{midr(cpu):016x}\n")
     _write_new(site / "harness_board.pth",
                f"import sys; sys.executable = {str(final.python)!r}; sys._base_executable = sys.executable\n")
     qemu = check_host_tools()["qemu-aarch64"]
