@@ -231,6 +231,14 @@ def cmd_devices_setup(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_devices_emulate(args: argparse.Namespace, console: Console) -> int:
+    from harness.devices.emulate import run_emulate  # noqa: PLC0415
+
+    run_emulate(args.cpu, not args.no_torch, args.port, args.dir, args.stop,
+                lambda line: console.print(line, highlight=False, markup=False))
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--devices-file", type=Path, default=None, metavar="PATH",
@@ -281,6 +289,15 @@ def make_parser() -> argparse.ArgumentParser:
     dsetup.add_argument("--packages", type=_name_list, default=None, metavar="A,B",
                         help="pip requirements to install (default: by the device's arch; '' for none)")
     dsetup.set_defaults(func=cmd_devices_setup)
+
+    demu = dsub.add_parser("emulate", help="build (once) and serve an emulated Raspberry Pi over a loopback sshd")
+    demu.add_argument("--cpu", default="cortex-a76",
+                      help="cortex-a76 (Raspberry Pi 5, default) or cortex-a72 (Raspberry Pi 4)")
+    demu.add_argument("--no-torch", action="store_true", help="a board without PyTorch (numpy + TVM runtime only)")
+    demu.add_argument("--port", type=_positive_int, default=None, help="sshd port on 127.0.0.1 (default: a free one)")
+    demu.add_argument("--dir", type=Path, default=None, help="where boards are cached (default: .board/)")
+    demu.add_argument("--stop", action="store_true", help="stop the board's sshd")
+    demu.set_defaults(func=cmd_devices_emulate)
 
     report = sub.add_parser("report", help="write an HTML report of result files, a commit range or a comparison")
     report_arguments(report)

@@ -19,6 +19,8 @@ REGISTRY: dict[str, str] = {
     "torch": "harness.builds.torch_ref:TorchBuild",
 }
 BASELINE = "caffe2-nnpack"
+# Builds whose module imports PyTorch: on a device without it they are unavailable, not a crash.
+NEEDS_TORCH = frozenset({"caffe2-nnpack", "torch"})
 
 
 def build_names() -> list[str]:

@@ -15,7 +15,7 @@ import numpy as np
 
 from harness.devices.config import Device
 from harness.model.layers import LayerTable
-from harness.model.unet import ConvWeights
+from harness.model.weights import ConvWeights
 from harness.runner.measure import Executable
 
 

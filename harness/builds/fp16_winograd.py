@@ -30,7 +30,7 @@ from harness.builds.tvm_pure import tuning_database, tuning_notes
 from harness.builds.tvm_relax import emit_relax, relax_params
 from harness.devices.config import Device
 from harness.model.layers import CONV, Layer, LayerTable
-from harness.model.unet import ConvWeights
+from harness.model.weights import ConvWeights
 from harness.tuning.database import TuningDatabase
 from harness.tuning.search import Task
 from harness.tuning.winograd import (DirectParams, KernelParams, WinogradParams, default_params, direct_primfunc,

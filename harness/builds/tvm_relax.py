@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from harness.model.layers import CONV, INPUT, MAXPOOL_RELU, RESIZE_ADD_RELU, Layer, LayerTable
-from harness.model.unet import ConvWeights
+from harness.model.weights import ConvWeights
 
 SEP = "__"
 

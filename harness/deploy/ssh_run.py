@@ -2,9 +2,13 @@
 run the on-device runner with live progress, fetch its JSON, clean up.
 
 Remote layout under the device's workdir:
-  cache/<sha256>            every uploaded file, named by its content hash
+  cache/<sha256><suffix>    every uploaded file, named by its content hash and keeping its
+                            suffix (TVM's load_module picks its loader from the resolved
+                            file's suffix: a bare hash is "Failed to get file format")
   runs/<run id>/            one directory per run, removed afterwards:
-    .lock, owner.json, request.json, result.json, artifacts/<build>/<file> -> ../../../cache/<sha256>
+    .lock, owner.json, request.json, result.json,
+    artifacts/<build>/<file> -> ../../../cache/<sha256><suffix>
+    reference.npy -> the host's fp32 reference output (the device needs no PyTorch for it)
   (.lock and owner.json: harness/deploy/rundirs.py, which also removes folders of broken runs)
 """
 from __future__ import annotations
@@ -27,10 +31,11 @@ from harness.devices.ssh import SSHSession, connect, describe_exit
 from harness.errors import UserError
 from harness.model.layers import LayerTable
 from harness.runner.measure import Settings
-from harness.runner.request import request_to_json
+from harness.runner.request import REFERENCE_FILE, request_to_json
 
 Progress = Callable[[str, str, int, int], None]
 EXIT_RUNNER_ERROR = 3  # harness.runner.__main__.EXIT_ERROR
+CLOCK_PROBE = "clock-probe"
 
 
 @dataclass
@@ -38,6 +43,8 @@ class Staged:
     harness_zip: Path
     artifacts: dict[str, list[Path]]  # build -> files, under root/<build>/
     root: Path
+    reference: Path  # the fp32 reference output, .npy
+    clock_probe: Path | None = None  # the clock probe cross-compiled for the device, if it is foreign
     failed: dict[str, str] = field(default_factory=dict)  # build -> why its export failed
 
     def runnable(self, builds: list[str]) -> list[str]:
@@ -69,10 +76,12 @@ def stage(device: Device, table: LayerTable, builds: list[str], options: dict[st
     """Export every build's artifacts for the device (cross-compiled where the build does so)."""
     from harness.builds import get_build  # noqa: PLC0415 - imports torch
     from harness.builds.base import BuildContext  # noqa: PLC0415
-    from harness.model.unet import make_weights  # noqa: PLC0415
+    from harness.model.weights import make_input, make_weights  # noqa: PLC0415
+    from harness.runner.run import reference_output, save_reference  # noqa: PLC0415
 
     root = out_dir / "artifacts"
     weights = make_weights(table)
+    reference = save_reference(out_dir / REFERENCE_FILE, reference_output(table, weights, make_input(table)))
     artifacts: dict[str, list[Path]] = {}
     failed: dict[str, str] = {}
     for name in builds:
@@ -84,13 +93,35 @@ def stage(device: Device, table: LayerTable, builds: list[str], options: dict[st
             artifacts[name] = [] if build.unavailable(device) else build.export(ctx, build_dir)
         except Exception as exc:  # noqa: BLE001 - recorded as this build's failure, the run goes on
             failed[name] = f"exporting for device {device.name!r} failed: {type(exc).__name__}: {exc}"
-    return Staged(write_harness_zip(out_dir), artifacts, root, failed)
+    return Staged(write_harness_zip(out_dir), artifacts, root, reference, cross_clock_probe(device, out_dir), failed)
+
+
+def cross_clock_probe(device: Device, out_dir: Path) -> Path | None:
+    """The clock probe built by the device's cross compiler (static: no libc to match), for a
+    device of another arch; None where there is no cross compiler (the device then compiles it
+    itself, or records why its clock is unknown)."""
+    import platform  # noqa: PLC0415
+    import shutil  # noqa: PLC0415
+
+    from harness.devices.clock import compile_probe  # noqa: PLC0415
+
+    if device.arch == platform.machine() or not device.cross_compiler:
+        return None
+    cc = device.cross_compiler.removesuffix("g++") + "gcc"
+    if shutil.which(cc) is None:
+        return None
+    exe = out_dir / "clock-probe"
+    return exe if compile_probe(cc, device.arch, exe, static=True) is None else None
+
+
+def cache_name(local: Path) -> str:
+    """<sha256 of the content><the file's suffix>, e.g. 3f...9a.so."""
+    return sha256_file(local) + local.suffix
 
 
 def upload_cached(s: SSHSession, local: Path, cache_dir: str, log: UploadLog) -> str:
     """The remote path of `local`'s content, uploading it only if the device lacks it."""
-    digest = sha256_file(local)
-    remote = posixpath.join(cache_dir, digest)
+    remote = posixpath.join(cache_dir, cache_name(local))
     size = local.stat().st_size
     try:
         if s.sftp.stat(remote).st_size == size:
@@ -145,6 +176,12 @@ def upload_run(s: SSHSession, staged: Staged, run_dir: str, request: dict[str, A
             target = upload_cached(s, path, cache, log)
             s.sftp_call(f"link {rel}", lambda t=target, b=build, r=rel:
                         s.sftp.symlink(t, posixpath.join(run_dir, "artifacts", b, r)))
+    ref = upload_cached(s, staged.reference, cache, log)
+    s.sftp_call(f"link {REFERENCE_FILE}", lambda: s.sftp.symlink(ref, posixpath.join(run_dir, REFERENCE_FILE)))
+    if staged.clock_probe is not None:
+        probe = upload_cached(s, staged.clock_probe, cache, log)
+        s.sftp_call("chmod clock-probe", lambda: s.sftp.chmod(probe, 0o755))
+        s.sftp_call("link clock-probe", lambda: s.sftp.symlink(probe, posixpath.join(run_dir, CLOCK_PROBE)))
     body = json.dumps(request).encode()
     s.sftp_call("upload request.json", lambda: s.sftp.putfo(io.BytesIO(body), posixpath.join(run_dir, "request.json")))
     return harness
@@ -164,10 +201,16 @@ def fetch_json(s: SSHSession, path: str) -> dict[str, Any]:
     return doc
 
 
-def execute(s: SSHSession, run_dir: str, harness_zip: str, progress: Progress) -> dict[str, Any]:
+def execute(s: SSHSession, run_dir: str, harness_zip: str, progress: Progress, clock_probe: bool = False
+            ) -> dict[str, Any]:
+    from harness.devices.clock import PROBE_ENV  # noqa: PLC0415
+
     out = RunnerOutput(progress)
+    env = {"PYTHONPATH": harness_zip}
+    if clock_probe:
+        env[PROBE_ENV] = posixpath.join(run_dir, CLOCK_PROBE)
     result = s.run([s.device.python, "-m", "harness.runner", "--request", "request.json",
-                    "--output", "result.json"], cwd=run_dir, env={"PYTHONPATH": harness_zip},
+                    "--output", "result.json"], cwd=run_dir, env=env,
                    on_stderr_line=out, check=False)
     if result.exit_status != 0 or result.signal:
         why = out.error or (out.tail[-1] if out.tail else "no output")
@@ -187,14 +230,15 @@ def run_over_ssh(device: Device, table: LayerTable, builds: list[str], settings:
     with connect(device) as s, tempfile.TemporaryDirectory(prefix="harness-stage-") as tmp:
         staged = stage(device, table, builds, options, Path(tmp))  # after connecting: fail fast
         request = request_to_json(table.config.name, device, staged.runnable(builds), settings, options,
-                                  "artifacts")
+                                  "artifacts", REFERENCE_FILE)
         runs = posixpath.join(device.workdir, "runs")
         sweep_stale_runs(s, runs)
         run_dir = posixpath.join(runs, run_id())
         claim = claim_run_dir(s, run_dir)
         try:
             harness_zip = upload_run(s, staged, run_dir, request, log)
-            return staged.with_failed(execute(s, run_dir, harness_zip, progress), builds)
+            output = execute(s, run_dir, harness_zip, progress, staged.clock_probe is not None)
+            return staged.with_failed(output, builds)
         finally:
             cleanup(s, run_dir)
             claim.close()

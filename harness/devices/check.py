@@ -71,7 +71,7 @@ def check_warnings(device: Device, info: dict[str, Any]) -> list[str]:
     if info["arch"] != device.arch:
         warnings.append(f"devices.yaml says arch {device.arch}, the device is {info['arch']}")
     for dist, version in info["packages"].items():
-        if version is None and dist in ("numpy", "pyyaml", "torch"):
+        if version is None and dist in ("numpy", "pyyaml"):  # torch: only its own builds need it
             warnings.append(f"{dist} is missing on the device; {install_hint({'pyyaml': 'yaml'}.get(dist, dist))}")
     return warnings
 

@@ -59,6 +59,8 @@ class Device:
     connect_timeout_s: float = 10.0
     command_timeout_s: float = 1800.0
     cross_compiler: str | None = None
+    # A board emulated on this host (harness devices emulate): its times are qemu's, not a Pi's.
+    emulated: bool = False
     # rpc
     tracker: Tracker | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -79,7 +81,8 @@ class Device:
                 "fp16_arithmetic": self.fp16_arithmetic,
                 # Unrounded: % of peak is computed from these very numbers, and a reader who
                 # recomputes it from the file must get the same value.
-                "peak_gflops": dict(self.peak_gflops)}
+                "peak_gflops": dict(self.peak_gflops),
+                "emulated": self.emulated}
 
 
 class _Entry:
@@ -206,6 +209,7 @@ def _parse_device(path: Path, name: str, raw: Any) -> Device:
         connect_timeout_s=float(e.get("connect_timeout_s", _is_pos_num, "seconds", 10.0)),
         command_timeout_s=float(e.get("command_timeout_s", _is_pos_num, "seconds", 1800.0)),
         cross_compiler=e.get("cross_compiler", _is_str, "a cross C++ compiler command"),
+        emulated=e.get("emulated", lambda v: isinstance(v, bool), "true or false", False),
         tracker=tracker,
         extra={k: raw[k] for k in e.unknown_fields() if k.startswith("x-")},
     )

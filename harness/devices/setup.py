@@ -1,8 +1,8 @@
 """`harness devices setup NAME`: prepare a device once: its workdir, a virtualenv for the
 device's `python` if that does not exist yet, and the runtime packages in it.
 
-Which packages: numpy and pyyaml always, torch (the reference and the NNPACK builds) and the
-TVM runtime where wheels exist. armv7 has no torch or TVM wheels on PyPI: see docs/pi-setup.md.
+Which packages: harness.runner.deps.device_requirements (numpy and pyyaml always; the TVM
+runtime with its RPC extras and torch where wheels exist). armv7 has no torch or TVM wheels on PyPI: see docs/pi-setup.md.
 """
 from __future__ import annotations
 
@@ -12,18 +12,10 @@ from rich.console import Console
 
 from harness.devices.config import Device
 from harness.errors import UserError
-
-WHEELS_EVERYWHERE = ["numpy", "pyyaml"]
-# Pins match pyproject.toml: the device must run the API the host built against.
-WHEELS_BY_ARCH = {
-    "aarch64": ["torch==2.13.0", "apache-tvm==0.27.0.post1", "apache-tvm-ffi==0.1.14.post0"],
-    "x86_64": ["torch==2.13.0", "apache-tvm==0.27.0.post1", "apache-tvm-ffi==0.1.14.post0"],
-    "armv7l": [],
-}
-
+from harness.runner.deps import device_requirements
 
 def default_packages(device: Device) -> list[str]:
-    return WHEELS_EVERYWHERE + WHEELS_BY_ARCH.get(device.arch, [])
+    return device_requirements(device.arch).all()
 
 
 def venv_of(python: str) -> str | None:

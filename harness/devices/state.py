@@ -29,6 +29,8 @@ class DeviceState:
     # All-core clock measured by harness/devices/clock.py, only where the OS cannot report it
     # (no cpufreq: VMs, where "cpu MHz" is a nominal constant).
     clock_mhz_measured: float | None = None
+    clock_note: str | None = None  # why there is no measured clock ("unknown: ..."), or its probe
+
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,21 +98,23 @@ def collect_throttled() -> str | None:
     return vc.split("=")[1] if vc and "=" in vc else None
 
 
-def collect_measured_clock(freq_source: str | None) -> float | None:
+def collect_measured_clock(freq_source: str | None) -> tuple[float | None, str | None]:
     if freq_source == "cpufreq":
-        return None  # the kernel knows the real clock; no need to burn the cores measuring it
-    from harness.devices.clock import measure_clock_mhz  # noqa: PLC0415
+        return None, None  # the kernel knows the real clock; no need to burn the cores measuring it
+    from harness.devices.clock import read_clock  # noqa: PLC0415
 
-    return measure_clock_mhz(len(_cpus()))
+    reading = read_clock(len(_cpus()))
+    return reading.mhz, reading.note
 
 
 def collect_state() -> DeviceState:
     freq, source = collect_frequency()
     load1, load5, _ = os.getloadavg()
+    clock, clock_note = collect_measured_clock(source)
     return DeviceState(governor=collect_governor(), freq_mhz=freq, freq_source=source,
                        freq_fixed=collect_freq_fixed(), temp_c=collect_temperature(),
                        throttled=collect_throttled(), load_1m=load1, load_5m=load5,
-                       clock_mhz_measured=collect_measured_clock(source))
+                       clock_mhz_measured=clock, clock_note=clock_note)
 
 
 def state_warnings(before: dict[str, Any], after: dict[str, Any] | None, cores: int) -> list[str]:

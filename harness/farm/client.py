@@ -17,7 +17,7 @@ from harness.devices.config import Device
 from harness.errors import UserError
 from harness.model.layers import LayerTable
 from harness.runner.measure import Settings
-from harness.runner.request import request_to_json
+from harness.runner.request import REFERENCE_FILE, request_to_json
 
 Progress = Callable[[str, str, int, int], None]
 
@@ -62,7 +62,7 @@ def _call(device: Device, what: str, fn: Callable[[], str]) -> dict[str, Any]:
 
 
 def run_build_on_board(device: Device, request: dict[str, Any], artifacts: list[Path], root: Path,
-                       progress: Progress) -> dict[str, Any]:
+                       reference: Path, progress: Progress) -> dict[str, Any]:
     build = request["builds"][0]
     progress(build, "waiting for a board", 0, 0)
     sess = _session(device)
@@ -71,6 +71,8 @@ def run_build_on_board(device: Device, request: dict[str, Any], artifacts: list[
         flat = f"upload-{i}-{path.name}"
         sess.upload(str(path), target=flat)
         files[f"artifacts/{path.relative_to(root).as_posix()}"] = flat
+    sess.upload(str(reference), target="upload-reference.npy")  # the board needs no PyTorch for it
+    files[REFERENCE_FILE] = "upload-reference.npy"
     progress(build, "measuring on a board", 0, 0)
     fn = sess.get_function("harness.run_request")
     out = _call(device, f"build {build}", lambda: fn(json.dumps({**request, "files": files})))
@@ -99,9 +101,11 @@ def run_on_farm(device: Device, table: LayerTable, builds: list[str], settings: 
     with tempfile.TemporaryDirectory(prefix="harness-farm-") as tmp:
         staged = stage(device, table, builds, options, Path(tmp))
         runnable = staged.runnable(builds)
-        requests = [request_to_json(table.config.name, device, [b], settings, options, "artifacts") for b in runnable]
+        requests = [request_to_json(table.config.name, device, [b], settings, options, "artifacts", REFERENCE_FILE)
+                    for b in runnable]
         with ThreadPoolExecutor(max_workers=min(boards, len(runnable))) as pool:
-            futures = [pool.submit(run_build_on_board, device, req, staged.artifacts[b], staged.root, progress)
+            futures = [pool.submit(run_build_on_board, device, req, staged.artifacts[b], staged.root,
+                                   staged.reference, progress)
                        for b, req in zip(runnable, requests)]
             outputs = [f.result() for f in futures]
     return staged.with_failed(merge(outputs), builds)

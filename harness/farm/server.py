@@ -51,7 +51,9 @@ def run_request(request_json: str) -> str:
     doc = json.loads(request_json)
     base = Path(tvm_ffi.get_global_func("tvm.rpc.server.workpath")("."))
     _place_uploads(base, doc.get("files") or {})
-    output = run(request_from_json(doc, base=base))
+    request_file = base / "request.json"  # each build runs in a process of its own, from this
+    request_file.write_text(json.dumps(doc))
+    output = run(request_from_json(doc, base=base), request_file=request_file)
     output["board"] = os.environ.get(NAME_ENV)
     _log({"builds": doc["builds"], "enter": enter, "exit": time.time()})
     return json.dumps(output)

@@ -80,7 +80,8 @@ def ancestry_note(a_text: str, b_text: str) -> str | None:
 def run_compare(args: argparse.Namespace, console: Console) -> int:
     from harness.history.compare import compare_builds, compare_runs, to_html, to_markdown  # noqa: PLC0415
     from harness.report.inputs import side  # noqa: PLC0415 - commit-or-file, shared with `harness report`
-    from harness.results.store import RESULTS_DIR, write_atomic  # noqa: PLC0415
+    from harness.fileio import write_atomic  # noqa: PLC0415
+    from harness.results.store import RESULTS_DIR  # noqa: PLC0415
 
     root = args.results_root or RESULTS_DIR
     if args.builds and len(args.sides) != 1:

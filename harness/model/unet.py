@@ -6,45 +6,16 @@ which never touch PyTorch (TVM on a device) can load exactly the same numbers.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from harness.model.layers import CONV, INPUT, MAXPOOL_RELU, RESIZE_ADD_RELU, Layer, LayerTable
+from harness.model.weights import ConvWeights, make_input, make_weights  # noqa: F401 - re-exported
 
 LayerFn = Callable[..., torch.Tensor]
-
-
-@dataclass(frozen=True)
-class ConvWeights:
-    weight: np.ndarray  # (out, in, kh, kw) float32
-    bias: np.ndarray  # (out,) float32
-
-
-def make_weights(table: LayerTable) -> dict[str, ConvWeights]:
-    """He-initialised weights, drawn in table order from one generator seeded by the config.
-
-    He scaling keeps activations near unit scale through ~20 layers, which matters for the
-    fp16 build: unscaled random weights overflow half precision long before the head.
-    """
-    rng = np.random.default_rng(table.config.seed)
-    weights = {}
-    for layer in table.convs:
-        kh, kw = layer.kernel  # type: ignore[misc]
-        fan_in = layer.in_channels * kh * kw
-        w = rng.standard_normal((layer.out_channels, layer.in_channels, kh, kw)) * np.sqrt(2.0 / fan_in)
-        b = rng.uniform(-0.1, 0.1, layer.out_channels)
-        weights[layer.id] = ConvWeights(w.astype(np.float32), b.astype(np.float32))
-    return weights
-
-
-def make_input(table: LayerTable) -> np.ndarray:
-    rng = np.random.default_rng(table.config.seed + 1)
-    return rng.uniform(0.0, 1.0, table.config.input_shape).astype(np.float32)
 
 
 def _module_key(layer_id: str) -> str:

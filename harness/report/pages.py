@@ -17,7 +17,8 @@ from harness.report.html import Figure, render_compare, render_report
 from harness.report.timeline import history_runs, regression_marks
 from harness.report.view import DEFAULT_BASELINE, RunView, run_view
 from harness.results.document import REPO
-from harness.results.store import RESULTS_DIR, write_atomic
+from harness.fileio import write_atomic
+from harness.results.store import RESULTS_DIR
 
 REPORTS_DIR = REPO / "reports"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

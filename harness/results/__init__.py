@@ -1,4 +1,4 @@
-"""Result storage: the versioned JSON document, its schema, and pandas views."""
-from harness.results.store import SCHEMA_VERSION, load_result, save_result
+"""Result storage: the versioned JSON document, its schema, and pandas views.
 
-__all__ = ["SCHEMA_VERSION", "load_result", "save_result"]
+Imports nothing itself: the on-device runner imports `harness.results.fingerprint`, and a device
+has no jsonschema (store.py) or pandas (frame.py)."""

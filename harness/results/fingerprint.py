@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.devices.config import Device
+from harness.devices.peaks import cpuinfo_path
 
 UNKNOWN = "unknown"
 HASH_DIGITS = 16
@@ -59,7 +60,7 @@ def _read(path: str) -> str:
 
 
 def collect_cpu(cpuinfo_text: str | None = None) -> dict[str, Any]:
-    info = _cpuinfo(_read("/proc/cpuinfo") if cpuinfo_text is None else cpuinfo_text)
+    info = _cpuinfo(_read(cpuinfo_path()) if cpuinfo_text is None else cpuinfo_text)
     ident = {k: info[k] for k in (*X86_ID, *ARM_ID) if k in info}
     flags = set((info.get("flags") or info.get("Features") or "").split())
     simd = sorted(f for f in flags if f.startswith(SIMD_PREFIXES))
@@ -83,8 +84,7 @@ def collect_hardware(device: Device) -> dict[str, Any]:
     return {"arch": platform.machine(), "cpu": collect_cpu(), "llvm_cpu": device.cpu,
             "cores_online": _cores_online(), "threads": device.cores,
             "memory_gib": collect_memory_gib(),
-            # another engineer adds Device.emulated (qemu-user boards); absent means native
-            "emulated": bool(getattr(device, "emulated", False))}
+            "emulated": device.emulated}
 
 
 def collect_software() -> dict[str, Any]:

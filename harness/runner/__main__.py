@@ -4,6 +4,9 @@ Reads a JSON request, runs harness.runner.run.run() (the same code as a local ru
 the run's JSON output. Progress goes to stderr as JSON lines {"progress": [build, phase, done,
 total]}, which the host turns into its progress bars; a problem that stops the run is one line
 {"error": "..."} and exit status 3. JSON only, never pickle.
+
+Each build runs in a child process of its own (harness.runner.isolate): `--only BUILD
+--reference REF.npy` is that child, which writes the one build's record.
 """
 from __future__ import annotations
 
@@ -40,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.runner", description=__doc__.splitlines()[0])
     parser.add_argument("--request", type=Path, required=True, help="the JSON request file")
     parser.add_argument("--output", type=Path, default=None, help="result JSON file (default: stdout)")
+    parser.add_argument("--only", default=None, metavar="BUILD", help="run this one build here (the child process)")
+    parser.add_argument("--reference", type=Path, default=None, help="the reference output .npy (with --only)")
     args = parser.parse_args(argv)
     missing = missing_required()
     if missing:
@@ -52,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     from harness.errors import UserError  # noqa: PLC0415
     from harness.runner.request import request_from_json  # noqa: PLC0415
-    from harness.runner.run import run  # noqa: PLC0415
+    from harness.runner.run import run, run_one  # noqa: PLC0415
 
     try:
         request = request_from_json(doc, base=args.request.resolve().parent)
@@ -61,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     stdout, sys.stdout = sys.stdout, sys.stderr  # keep stdout for the result alone
     try:
-        output = run(request, progress)
+        if args.only:
+            output = run_one(request, args.only, args.reference, progress)
+        else:
+            output = run(request, progress, request_file=args.request.resolve())
     finally:
         sys.stdout = stdout
     write_output(json.dumps(output) + "\n", args.output)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import platform
 import sys
+import tempfile
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,17 +17,17 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness.builds import get_build
+from harness.builds import NEEDS_TORCH, get_build
 from harness.builds.base import Build, BuildContext, relative_error
 from harness.devices.bandwidth import measure_memory_bandwidth
 from harness.devices.config import Device
 from harness.devices.state import collect_state
 from harness.model.layers import LayerTable
-from harness.model.unet import make_input, make_weights
+from harness.model.weights import make_input, make_weights
 from harness.results.fingerprint import collect_fingerprint
 from harness.runner.measure import Settings, measure, steps
 from harness.timestamps import utc_now
-from harness.runner.deps import missing_message
+from harness.runner.deps import has_module, install_hint, missing_message
 
 # progress(build, phase, done, total); phase is "compile", "measure", "ok" or "failed"
 Progress = Callable[[str, str, int, int], None]
@@ -42,6 +43,9 @@ class RunRequest:
     # Where export()ed artifacts are (one subdirectory per build), on a remote device; None
     # builds in-process with compile().
     artifacts: Path | None = None
+    # The fp32 reference output as .npy (never pickle), computed by the host so that a device
+    # needs no PyTorch for the TVM builds; None computes it here with PyTorch.
+    reference_file: Path | None = None
 
 
 def reference_output(table: LayerTable, weights, x: np.ndarray) -> np.ndarray:
@@ -51,6 +55,18 @@ def reference_output(table: LayerTable, weights, x: np.ndarray) -> np.ndarray:
 
     with torch.inference_mode():
         return UNet(table, weights)(torch.from_numpy(x)).numpy()
+
+
+def load_reference(req: RunRequest, weights, x: np.ndarray) -> np.ndarray:
+    if req.reference_file is not None:
+        return np.load(req.reference_file, allow_pickle=False)
+    return reference_output(req.table, weights, x)
+
+
+def save_reference(path: Path, ref: np.ndarray) -> Path:
+    with open(path, "wb") as f:
+        np.save(f, ref, allow_pickle=False)
+    return path
 
 
 def _ms(ns: list[int]) -> list[float]:
@@ -126,25 +142,59 @@ def environment() -> dict[str, Any]:
     return env
 
 
-def run(req: RunRequest, progress: Progress | None = None) -> dict[str, Any]:
-    """Measure every requested build; returns the run's system, environment and builds blocks."""
+TORCH_MISSING = "unavailable: torch is not installed on the device; install it: " + install_hint("torch")
+
+
+def in_process_record(name: str, req: RunRequest, weights, x: np.ndarray, ref: np.ndarray,
+                      progress: Progress) -> dict[str, Any]:
+    """Run one build in this process; any exception becomes its failed record."""
+    try:
+        return run_build(get_build(name), req, weights, x, ref, progress)
+    except Exception as exc:  # noqa: BLE001 - recorded as this build's failure, run goes on
+        detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        if isinstance(exc, ModuleNotFoundError) and exc.name:  # say how to install it
+            detail = TORCH_MISSING if exc.name.split(".")[0] == "torch" else missing_message(exc.name, sys.executable)
+        return failed_record(name, detail)
+
+
+def isolated_record(name: str, req: RunRequest, request_file: Path, reference_file: Path) -> dict[str, Any]:
+    """Run one build in a child process (harness.runner.isolate); its crash is its record."""
+    from harness.runner.isolate import run_isolated  # noqa: PLC0415
+
+    if name in NEEDS_TORCH and not has_module("torch"):
+        return failed_record(name, TORCH_MISSING)
+    out = run_isolated(name, request_file, reference_file, req.device.command_timeout_s, name in NEEDS_TORCH)
+    return out if isinstance(out, dict) else failed_record(name, out)
+
+
+def run_one(req: RunRequest, name: str, reference_file: Path | None, progress: Progress) -> dict[str, Any]:
+    """The child process's job: one build's record, in this process."""
+    if reference_file is not None:
+        req.reference_file = reference_file
+    weights = make_weights(req.table)
+    x = make_input(req.table)
+    return in_process_record(name, req, weights, x, load_reference(req, weights, x), progress)
+
+
+def run(req: RunRequest, progress: Progress | None = None, request_file: Path | None = None) -> dict[str, Any]:
+    """Measure every requested build; returns the run's system, environment and builds blocks.
+
+    With `request_file` (the JSON this request came from, on a device) each build runs in its
+    own process, so one build's crash never takes the others down."""
     progress = progress or (lambda *a: None)
     weights = make_weights(req.table)
     x = make_input(req.table)
-    ref = reference_output(req.table, weights, x)
+    ref = load_reference(req, weights, x)
     started = utc_now()
     before = collect_state()
     builds = []
-    for name in req.builds:
-        try:
-            record = run_build(get_build(name), req, weights, x, ref, progress)
-        except Exception as exc:  # noqa: BLE001 - recorded as this build's failure, run goes on
-            detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
-            if isinstance(exc, ModuleNotFoundError) and exc.name:  # say how to install it
-                detail = missing_message(exc.name, sys.executable)
-            record = failed_record(name, detail)
-        progress(name, record["status"], 0, 0)
-        builds.append(record)
+    with tempfile.TemporaryDirectory(prefix="harness-ref-") as tmp:
+        ref_file = req.reference_file or save_reference(Path(tmp) / "reference.npy", ref)
+        for name in req.builds:
+            record = (isolated_record(name, req, request_file, ref_file) if request_file
+                      else in_process_record(name, req, weights, x, ref, progress))
+            progress(name, record["status"], 0, 0)
+            builds.append(record)
     return {"started_utc": started,
             "system": {"before": before.to_json(), "after": collect_state().to_json(),
                        "memory_bandwidth": measure_memory_bandwidth(req.device.cores)},  # roofline ceiling

@@ -19,7 +19,7 @@ from typing import Any
 
 from harness.errors import UserError
 from harness.timestamps import utc_now
-from harness.results.store import write_atomic
+from harness.fileio import write_atomic
 from harness.userfiles import read_user_text
 
 FORMAT = 1

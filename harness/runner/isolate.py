@@ -1,0 +1,89 @@
+"""One build per process on the device: a crash (SIGILL, SIGSEGV, the OOM killer's SIGKILL) takes
+down that build's process only. It is recorded on that build, naming the signal, and the other
+builds still run.
+
+The child is the same runner (`python -m harness.runner --only BUILD`) reading the same request
+and the same reference (.npy); it writes its one build record as JSON to a file. JSON and .npy
+only, never pickle. Its progress lines go straight to the parent's stderr (and so to the host).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+CRASH_HINTS = {
+    # PyPI's torch 2.13.0 for aarch64 (the CUDA build) uses ARMv8.1 LSE atomics in
+    # libnvpl_blas_core; a Cortex-A72/A53 (ARMv8.0) has none.
+    "SIGILL": "an instruction this CPU does not have{armv80}",
+    "SIGSEGV": "a segmentation fault in native code",
+    "SIGBUS": "a bus error (misaligned or unmapped memory) in native code",
+    "SIGKILL": "killed, most likely by the kernel's out-of-memory killer (check `dmesg`)",
+    "SIGABRT": "aborted by native code (an assertion or an uncaught C++ exception)",
+}
+ARMV80_HINT = ("; on ARMv8.0 (Cortex-A72/A53) this torch wheel needs ARMv8.1 atomics (LSE): the CPU-only "
+               "aarch64 wheel (torch==2.9.1 on PyPI, or PyTorch's own CPU index) avoids it")
+
+
+def cpu_has_lse() -> bool | None:
+    """Whether /proc/cpuinfo lists ARMv8.1 atomics; None off aarch64 or without cpuinfo."""
+    import platform  # noqa: PLC0415
+
+    if platform.machine() != "aarch64":
+        return None
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    return any(line.startswith("Features") and "atomics" in line.split(":", 1)[1].split() for line in text.splitlines())
+
+
+def signal_message(build: str, returncode: int, torch_loaded: bool) -> str:
+    """What a build's crash is recorded as: the signal, and what it usually means."""
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    hint = CRASH_HINTS.get(name, "")
+    armv80 = ARMV80_HINT if name == "SIGILL" and torch_loaded and cpu_has_lse() is False else ""
+    hint = hint.format(armv80=armv80)
+    return f"the build's process died of {name}" + (f": {hint}" if hint else "")
+
+
+def child_env() -> dict[str, str]:
+    """The parent's environment, with the harness importable (the device runs it from a zip)."""
+    import harness  # noqa: PLC0415
+
+    root = str(Path(harness.__file__).resolve().parents[1]) if ".zip" not in harness.__file__ \
+        else harness.__file__.split(".zip")[0] + ".zip"
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
+
+
+def run_isolated(build: str, request: Path, reference: Path, timeout_s: float | None,
+                 needs_torch: bool) -> dict[str, Any] | str:
+    """The build's record from a child process, or why there is none (a one-line message)."""
+    with tempfile.TemporaryDirectory(prefix="harness-build-") as tmp:
+        out = Path(tmp) / "record.json"
+        argv = [sys.executable, "-m", "harness.runner", "--request", str(request), "--only", build,
+                "--reference", str(reference), "--output", str(out)]
+        try:
+            done = subprocess.run(argv, env=child_env(), stdout=subprocess.DEVNULL, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return f"the build's process did not finish within {timeout_s:g} s and was killed"
+        except OSError as exc:
+            return f"could not start the build's process ({sys.executable}): {exc}"
+        if done.returncode < 0:
+            return signal_message(build, done.returncode, needs_torch)
+        if done.returncode != 0 or not out.exists():
+            return f"the build's process exited with status {done.returncode} and wrote no record"
+        try:
+            record = json.loads(out.read_text())
+        except ValueError:
+            return "the build's process wrote a record that is not JSON"
+    return record if isinstance(record, dict) and record.get("name") == build else "the build's record is malformed"
