@@ -17,6 +17,9 @@ repo=$PWD
 port=2222
 dir=$repo/.loopback
 python=$repo/.venv/bin/python  # the device's interpreter: this checkout's venv
+# The host's interpreter that writes the device entry (the harness's peak detection): this
+# checkout's venv, or HARNESS_HOST_PYTHON (harness devices emulate passes the one running it).
+host_python=${HARNESS_HOST_PYTHON:-$repo/.venv/bin/python}
 foreground=0
 log_level=INFO  # DEBUG1 also logs each forwarding (direct-tcpip) request: a jump host's trace
 while (( $# )); do
@@ -60,7 +63,7 @@ EOF
 echo "[127.0.0.1]:$port $(cut -d' ' -f1,2 "$dir/host_key.pub")" > "$dir/known_hosts"
 
 # The device entry: this machine's cores and peaks, as detected for the local device.
-.venv/bin/python - "$dir" "$port" "$user" "$python" > "$dir/devices.yaml" <<'PY'
+"$host_python" - "$dir" "$port" "$user" "$python" > "$dir/devices.yaml" <<'PY'
 import json, sys
 from harness.devices.peaks import detect_host
 d, port, user, python = sys.argv[1:]

@@ -73,7 +73,8 @@ class SSHServer:
         self.proc = subprocess.Popen(["bash", str(SCRIPT), "--port", str(self.port), "--dir", str(self.dir),
                                       "--python", self.python, "--log-level", self.log_level,
                                       "--foreground"],
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env={**os.environ, "HARNESS_HOST_PYTHON": sys.executable})
         wait_for_port(self.port)
         return self
 

@@ -85,6 +85,10 @@ class Device:
                 "emulated": self.emulated}
 
 
+# How an emulated board's results are labelled, in the terminal table and on the report page.
+EMULATED_LABEL = "emulated (qemu) - times are not a Pi's"
+
+
 class _Entry:
     """Typed access to one device's mapping; every failure names file, device and field."""
 

@@ -319,7 +319,8 @@ def start_sshd(board: Board, port: int | None) -> dict[str, Any]:
             raise UserError("/usr/sbin/sshd not found; install openssh-server (scripts/setup.sh --dev does)")
         done = subprocess.run(["bash", str(SSHD_SCRIPT), "--port", str(port or _free_port()),
                                "--dir", str(board.ssh_dir), "--python", str(board.python)],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True,
+                              env={**os.environ, "HARNESS_HOST_PYTHON": sys.executable})
         if done.returncode != 0:
             raise UserError(f"starting the board's sshd failed: {(done.stderr or done.stdout).strip()}")
     return yaml.safe_load(entry_file.read_text())["devices"]["loopback"]

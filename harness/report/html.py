@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import jinja2
 
+from harness.devices.config import EMULATED_LABEL
 from harness.history import Regression
 from harness.report import speedup as speedup_mod
 from harness.report.compare import Comparison
@@ -64,7 +65,7 @@ def environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.PackageLoader("harness.report", "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
-    env.globals.update(num=num, state_rows=state_rows, marks=MARKS)
+    env.globals.update(num=num, state_rows=state_rows, marks=MARKS, emulated_label=EMULATED_LABEL)
     return env
 
 

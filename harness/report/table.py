@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from harness.devices.config import EMULATED_LABEL
 from harness.devices.state import state_warnings
 from harness.runner.stats import noise_warning
 from harness.terminal import labelled, warn
@@ -32,7 +33,9 @@ def layer_table(doc: dict[str, Any]) -> Table:
     builds = _ok_builds(doc)
     dev = doc["device"]
     peak = dev["peak_gflops"]
-    table = Table(title=f"{doc['model']['name']} on {dev['name']} ({dev['cores']} cores, "
+    # An emulated board's label leads the title: its numbers must not be read as a Pi's.
+    emulated = f"{EMULATED_LABEL} - " if dev.get("emulated") else ""
+    table = Table(title=f"{emulated}{doc['model']['name']} on {dev['name']} ({dev['cores']} cores, "
                         f"peak {peak['fp32']:.1f} GFLOP/s fp32, {peak['fp16']:.1f} fp16) - "
                         "GFLOP/s are effective (direct-convolution FLOPs)",
                   title_justify="left")
