@@ -226,7 +226,7 @@ def cmd_devices_setup(args: argparse.Namespace, console: Console) -> int:
     from harness.devices.setup import run_setup  # noqa: PLC0415
 
     device = load_devices(args.devices_file).get(args.name)
-    run_setup(device, args.packages, console)
+    run_setup(device, args.packages, console, with_torch=not args.no_torch)
     run_check(device, console)
     return 0
 
@@ -288,6 +288,8 @@ def make_parser() -> argparse.ArgumentParser:
     dsetup.add_argument("name", help="device name from devices.yaml")
     dsetup.add_argument("--packages", type=_name_list, default=None, metavar="A,B",
                         help="pip requirements to install (default: by the device's arch; '' for none)")
+    dsetup.add_argument("--no-torch", action="store_true",
+                        help="leave PyTorch out (the TVM builds and the farm need only numpy and the TVM runtime)")
     dsetup.set_defaults(func=cmd_devices_setup)
 
     demu = dsub.add_parser("emulate", help="build (once) and serve an emulated Raspberry Pi over a loopback sshd")

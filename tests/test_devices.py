@@ -131,3 +131,22 @@ def test_a_clock_far_from_the_peaks_assumption_is_warned_about(tiny_result):
     assert any("the peak assumes" in w for w in run_warnings(doc))
     doc["system"]["before"]["clock_mhz_measured"] = 1000 * doc["device"]["freq_ghz"]
     assert not any("the peak assumes" in w for w in run_warnings(doc))
+
+
+def test_setup_installs_the_runtime_packages_of_deps_py():
+    """`devices setup` installs what harness/runner/deps.py lists: numpy, pyyaml, the TVM runtime
+    with the RPC extras its server imports, and torch unless left out; armv7 gets no wheels."""
+    from harness.devices.setup import default_packages  # noqa: PLC0415
+
+    devices = load_devices(REPO / "devices.yaml")
+    pi5 = default_packages(devices.get("rasp5"))
+    for package in ("numpy", "pyyaml", "apache-tvm==0.27.0.post1", "apache-tvm-ffi==0.1.14.post0",
+                    "cloudpickle", "psutil", "tornado", "torch==2.9.1"):
+        assert package in pi5
+    assert not any(p.startswith("torch") for p in default_packages(devices.get("rasp5"), with_torch=False))
+    assert default_packages(devices.get("rasp3b")) == ["numpy", "pyyaml"]
+
+
+def test_setup_no_torch_flag_is_accepted_and_bad_device_is_one_line():
+    proc = run_cli("devices", "setup", "no-such-board", "--no-torch")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -14,8 +14,10 @@ from harness.devices.config import Device
 from harness.errors import UserError
 from harness.runner.deps import device_requirements
 
-def default_packages(device: Device) -> list[str]:
-    return device_requirements(device.arch).all()
+
+def default_packages(device: Device, with_torch: bool = True) -> list[str]:
+    """numpy, pyyaml, the TVM runtime with its RPC extras and, unless not wanted, torch."""
+    return device_requirements(device.arch).all(with_torch)
 
 
 def venv_of(python: str) -> str | None:
@@ -24,13 +26,13 @@ def venv_of(python: str) -> str | None:
     return posixpath.dirname(bindir) if posixpath.basename(bindir) == "bin" and exe.startswith("python") else None
 
 
-def run_setup(device: Device, packages: list[str] | None, console: Console) -> None:
+def run_setup(device: Device, packages: list[str] | None, console: Console, with_torch: bool = True) -> None:
     if device.transport != "ssh":
         raise UserError(f"device {device.name!r}: setup works over ssh; a {device.transport} device is "
                         "prepared on the board itself (see docs/pi-setup.md)")
     from harness.devices.ssh import connect  # noqa: PLC0415
 
-    packages = default_packages(device) if packages is None else packages
+    packages = default_packages(device, with_torch) if packages is None else packages
     with connect(device) as s:
         short = device.connect_timeout_s * 6
         s.run(["mkdir", "-p", "--", posixpath.join(device.workdir, "cache"), posixpath.join(device.workdir, "runs")],
