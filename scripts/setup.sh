@@ -3,7 +3,8 @@
 # Debian packages (only those missing), a virtualenv in .venv and the package in it.
 #   scripts/setup.sh         what `harness run` needs
 #   scripts/setup.sh --dev   also what the tests need: an OpenSSH server, ARM cross compilers,
-#                            qemu-user, headless Chromium, pytest
+#                            qemu-user and mmdebstrap (the emulated Pi of `harness devices emulate`
+#                            and tests/test_emulated_board.py), headless Chromium, pytest
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +14,9 @@ dev=0
 # g++ links TVM modules (export_library); openssh-client for ssh-keygen.
 debs=(g++ git openssh-client)
 if (( dev )); then
-    debs+=(openssh-server g++-aarch64-linux-gnu g++-arm-linux-gnueabihf binutils qemu-user chromium)
+    # qemu-user without its recommended qemu-user-binfmt (--no-install-recommends below): the board
+    # runs through a wrapper, and binfmt handlers must not be registered on this machine.
+    debs+=(openssh-server g++-aarch64-linux-gnu g++-arm-linux-gnueabihf binutils qemu-user mmdebstrap chromium)
 fi
 
 missing=()
