@@ -309,3 +309,30 @@ def test_speedup_interval_is_reproducible_and_brackets_the_ratio():
     fast = speedup([10, 10.5, 9.5, 10.2, 9.8], [5, 5.2, 4.9, 5.1, 5.0])
     assert fast.verdict == "faster" and fast.low <= fast.ratio <= fast.high and fast.ratio == pytest.approx(2.0)
     assert speedup([3, 4, 5, 6], [1, 2, 9, 4]) == speedup([3, 4, 5, 6], [1, 2, 9, 4])
+
+
+def test_an_emulated_result_says_so_on_the_page_and_in_the_table_title(result, tmp_path, open_page):
+    from rich.console import Console  # noqa: PLC0415
+
+    from harness.devices.config import EMULATED_LABEL  # noqa: PLC0415
+    from harness.report.table import layer_table  # noqa: PLC0415
+
+    def emulated(doc):
+        doc["device"]["emulated"] = True
+        doc["device"]["name"] = "pi5" + EVIL
+
+    path = _edited(result, tmp_path / "emulated.json", emulated)
+    page = open_page(write_run_report([path], tmp_path / "reports", results_root=tmp_path / "store")).page
+    notice = page.locator("#emulated-notice")
+    assert notice.is_visible()
+    assert EMULATED_LABEL in notice.inner_text() and "not a Raspberry Pi's" in notice.inner_text()
+    assert ("pi5" + EVIL) in notice.inner_text()  # escaped: shown as text, not run
+    console = Console(width=400, record=True)
+    console.print(layer_table(load_result(path)))
+    assert EMULATED_LABEL in console.export_text()
+    # A real device's page and table carry neither.
+    plain = open_page(write_run_report([result], tmp_path / "plain", results_root=tmp_path / "store")).page
+    assert plain.locator("#emulated-notice").count() == 0
+    console = Console(width=400, record=True)
+    console.print(layer_table(load_result(result)))
+    assert EMULATED_LABEL not in console.export_text()
