@@ -25,7 +25,7 @@ from harness.builds import NEEDS_TORCH, build_names
 from harness.devices.config import EMULATED_LABEL
 from harness.results.fingerprint import hardware_hash
 from tests.board import EmulatedBoard, cli, notorch_board, pi4_board, pi5_board  # noqa: F401
-from tests.sshd import free_port
+from tests.sshd import free_port, wait_for_port
 from tests.test_farm import _boards_registered, _start, _stop
 
 ALL_BUILDS = build_names()
@@ -100,13 +100,14 @@ def board_farm(pi5_board: EmulatedBoard, tmp_path: Path) -> Iterator[Path]:
     port, key = free_port(), "pi5emu"
     procs = [_start(["tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port),
                      "--port-end", str(port + 1)], tmp_path / "tracker.log")]
+    wait_for_port(port, timeout_s=60)  # a board that finds no tracker retries only every 5 s
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     procs.append(subprocess.Popen([pi5_board.python, "-m", "harness.farm.server", "--tracker", f"127.0.0.1:{port}",
                                    "--key", key, "--host", "127.0.0.1", "--port", str(free_port()),
                                    "--name", "pi5-emulated-board"], env=env, stdout=open(tmp_path / "board.log", "ab"),
                                   stderr=subprocess.STDOUT, start_new_session=True))
     try:
-        deadline = time.monotonic() + 180  # `import tvm` under qemu, then the tracker's 5 s retry
+        deadline = time.monotonic() + 300  # `import tvm` under qemu on a busy 2-core host
         while _boards_registered(port, key) < 1:
             assert time.monotonic() < deadline, (tmp_path / "board.log").read_text()[-2000:]
             time.sleep(1)
