@@ -9,10 +9,10 @@
 # copied into a Pi's venv (docs/pi-setup.md, "armv7").
 #
 # Usage: scripts/build-armv7-runtime.sh [OUTDIR]        (default: .board/armv7-runtime)
-#   HOST_PY: a Python with apache-tvm (default: /work/main/.venv/bin/python, else python3)
+#   HOST_PY: a Python with apache-tvm 0.27.0.post1 (default: the repository's .venv/bin/python, else python3)
 #   JOBS:    parallel compiles (default 2; every compile runs under nice -n 19)
 # Idempotent: every step skips what is already built; OUTDIR/BUILD-INFO is written last, so its
-# presence means a complete build. About 10 min on 2 cores, ~1 GB of disk in OUTDIR/work.
+# presence means a complete build. 10-25 min on 2 shared cores, ~300 MB of disk in OUTDIR/work.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -38,8 +38,10 @@ for pair in arm-linux-gnueabihf-g++:g++-arm-linux-gnueabihf mmdebstrap:mmdebstra
   command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
 [ ${#missing[@]} -eq 0 ] || die "missing host tools; install: apt-get install --no-install-recommends ${missing[*]}"
-HOST_PY=${HOST_PY:-/work/main/.venv/bin/python}
-[ -x "$HOST_PY" ] || HOST_PY=python3
+if [ -z "${HOST_PY:-}" ]; then
+  HOST_PY=python3
+  [ -x "$REPO/.venv/bin/python" ] && HOST_PY=$REPO/.venv/bin/python
+fi
 TVM_PKG=$("$HOST_PY" - "$TVM_VER" <<'EOF' 2>/dev/null
 import importlib.metadata as m, pathlib, sys
 d = m.distribution("apache-tvm")
