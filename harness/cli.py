@@ -235,7 +235,7 @@ def cmd_devices_emulate(args: argparse.Namespace, console: Console) -> int:
     from harness.devices.emulate import run_emulate  # noqa: PLC0415
 
     run_emulate(args.cpu, not args.no_torch, args.port, args.dir, args.stop,
-                lambda line: console.print(line, highlight=False, markup=False))
+                lambda line: console.print(line, highlight=False, markup=False), args.board)
     return 0
 
 
@@ -295,6 +295,9 @@ def make_parser() -> argparse.ArgumentParser:
     demu = dsub.add_parser("emulate", help="build (once) and serve an emulated Raspberry Pi over a loopback sshd")
     demu.add_argument("--cpu", default="cortex-a76",
                       help="cortex-a76 (Raspberry Pi 5, default) or cortex-a72 (Raspberry Pi 4)")
+    demu.add_argument("--board", default=None, metavar="KIND",
+                      help="pi3-armv7: a Raspberry Pi 3B on a 32-bit OS (qemu-arm, no torch; needs the runtime "
+                           "from scripts/build-armv7-runtime.sh). Default: the aarch64 board --cpu picks")
     demu.add_argument("--no-torch", action="store_true", help="a board without PyTorch (numpy + TVM runtime only)")
     demu.add_argument("--port", type=_positive_int, default=None, help="sshd port on 127.0.0.1 (default: a free one)")
     demu.add_argument("--dir", type=Path, default=None, help="where boards are cached (default: .board/)")

@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from harness.deploy.cross import build_for_device, export_for_device
 from harness.devices import load_devices
@@ -45,3 +46,17 @@ def test_missing_cross_compiler_is_a_clear_error(tmp_path: Path):
     device = dataclasses.replace(load_devices().get("rasp4"), cross_compiler="no-such-aarch64-g++")
     with pytest.raises(UserError, match="cross compiler 'no-such-aarch64-g\\+\\+' not found"):
         export_for_device(build_for_device(conv_relu_module(), device), device, tmp_path / "x.so")
+
+
+def test_armv7_entry_without_float_abi_links_hard_float(tmp_path: Path):
+    """A user's armv7 entry naming only mtriple/mcpu/mattr: without "mfloat-abi": "hard" the
+    export dies in ld ("uses VFP register arguments, devc.o does not"); the loader adds it."""
+    devices = tmp_path / "devices.yaml"
+    devices.write_text(yaml.safe_dump({"default": "pi3", "devices": {"pi3": {
+        "transport": "ssh", "host": "pi3.local", "arch": "armv7l", "cpu": "cortex-a53", "cores": 4,
+        "freq_ghz": 1.2, "cross_compiler": "arm-linux-gnueabihf-g++",
+        "target": {"kind": "llvm", "mtriple": "armv7l-linux-gnueabihf", "mcpu": "cortex-a53", "mattr": ["+neon"]}}}}))
+    device = load_devices(devices).get("pi3")
+    assert device.target["mfloat-abi"] == "hard"
+    header = elf_header(export_for_device(build_for_device(conv_relu_module(), device), device, tmp_path / "pi3.so"))
+    assert "Machine:                           ARM" in header and "hard-float ABI" in header

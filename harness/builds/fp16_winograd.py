@@ -17,6 +17,7 @@ of the fp32 peak.
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import numpy as np
 
 from harness.builds.base import BuildContext
 from harness.builds.fp16_layers import memory_layer_primfunc
-from harness.builds.tvm_common import Plan, TVMBuildBase, lower, make_target, schedule_primfunc, simd_lanes
+from harness.builds.tvm_common import MANIFEST_FILE, Plan, TVMBuildBase, lower, make_target, schedule_primfunc, simd_lanes
 from harness.builds.tvm_pure import tuning_database, tuning_notes
 from harness.builds.tvm_relax import emit_relax, relax_params
 from harness.devices.config import Device
@@ -34,7 +35,8 @@ from harness.model.weights import ConvWeights
 from harness.tuning.database import TuningDatabase
 from harness.tuning.search import Task
 from harness.tuning.winograd import (DirectParams, KernelParams, WinogradParams, default_params, direct_primfunc,
-                                     kernel_space, params_from_json, schedule_kernel, transform_weights,
+                                     SHIPPED_MATRICES, kernel_space, params_from_json, schedule_kernel,
+                                     transform_matrices, transform_weights,
                                      winograd_primfunc)
 
 KIND = "fp16-winograd"
@@ -137,9 +139,22 @@ class FP16WinogradBuild(TVMBuildBase):
         untuned = [lid for lid, impl in impls.items() if impl.endswith(UNTUNED)]
         return Plan(mod, emitted.params, impls, precision_notes(ctx.device) + tuning_notes(db, ctx.device, untuned))
 
+    def export(self, ctx: BuildContext, out_dir: Path) -> list[Path]:
+        """The module and its manifest, plus the Winograd matrices its tiles use: runtime_parts
+        needs them on the device, whose TVM may be runtime-only (no tvm.topi)."""
+        files = super().export(ctx, out_dir)
+        manifest = out_dir / MANIFEST_FILE
+        doc = json.loads(manifest.read_text())
+        tiles = sorted({m for layer in ctx.table.convs if (m := tile_of(doc["impls"][layer.id]))})
+        doc["winograd_matrices"] = {str(m): [a.tolist() for a in transform_matrices(m)] for m in tiles}
+        manifest.write_text(json.dumps(doc))
+        return files
+
     def runtime_parts(self, ctx: BuildContext, manifest: dict[str, Any]) -> list[Any]:
         """On the device: the kernels' weights again (kpack for the Winograd layers), rebuilt
-        from the seeded weights and the tile sizes the exported impls name."""
+        from the seeded weights, the tile sizes the exported impls name and the host's matrices."""
+        for m, mats in manifest.get("winograd_matrices", {}).items():
+            SHIPPED_MATRICES[int(m)] = tuple(np.asarray(a, dtype=np.float64) for a in mats)  # type: ignore[assignment]
         tiles = {layer.id: tile_of(manifest["impls"][layer.id]) for layer in ctx.table.convs}
         return relax_params(ctx.table, kernel_weights(ctx.table, ctx.weights, tiles), STORAGE)
 

@@ -27,12 +27,14 @@ class VMExecutable:
                  impls: dict[str, str], external: dict[str, str] | None = None,
                  keepalive: Any = None, notes: list[str] | None = None):
         import tvm  # noqa: PLC0415
-        from tvm import relax  # noqa: PLC0415
+        # tvm.runtime.vm, not tvm.relax (the same class): a runtime-only TVM, as the armv7 board's,
+        # cannot import tvm.relax ("tvm.ir._ffi_api has no attribute 'RegisterOpAttr'").
+        import tvm.runtime.vm  # noqa: PLC0415
 
         dev = tvm.cpu()
         self._tensor = lambda a: tvm.runtime.tensor(a, dev)
-        self.vm = relax.VirtualMachine(executable, dev)
-        self.timed_vm = relax.VirtualMachine(executable, dev)
+        self.vm = tvm.runtime.vm.VirtualMachine(executable, dev)
+        self.timed_vm = tvm.runtime.vm.VirtualMachine(executable, dev)
         self.params = [self._tensor(a) for a in params]
         self.impls = impls
         self.notes = notes or []

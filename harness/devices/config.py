@@ -148,6 +148,19 @@ def _is_target(v: Any) -> bool:
     return v == "host" or (isinstance(v, dict) and _is_str(v.get("kind")))
 
 
+def hard_float_abi(target: dict[str, Any] | str) -> dict[str, Any] | str:
+    """An arm-*-gnueabihf target with "mfloat-abi": "hard" unless the entry sets it.
+
+    Without it LLVM emits soft-float objects (the module's imports blob, devc.o, among them) and
+    the hard-float cross g++ refuses the link: "ld: error: ... uses VFP register arguments,
+    .../devc.o does not". Every armhf userland (Raspberry Pi OS 32-bit, Debian armhf) is hard-float.
+    """
+    if isinstance(target, dict) and str(target.get("mtriple", "")).endswith("gnueabihf") \
+            and "mfloat-abi" not in target:
+        return {**target, "mfloat-abi": "hard"}
+    return target
+
+
 def check_device_name(name: str, where: str) -> str:
     """`name` if it is safe as a path component and in terminal output, else a UserError."""
     if not is_safe_name(name) or name in RESERVED_NAMES:
@@ -188,6 +201,7 @@ def _parse_device(path: Path, name: str, raw: Any) -> Device:
     arch = detected("arch", _is_str, "armv7l, aarch64 or x86_64", host_info and host_info.arch)
     target = e.get("target", _is_target, "a TVM target mapping with a 'kind', or 'host'",
                    "host" if host_info else None, required=host_info is None)
+    target = hard_float_abi(target)
     tracker = None
     if transport == "rpc":
         t = e.get("tracker", lambda v: isinstance(v, dict) and _is_str(v.get("host")) and _is_pos_int(v.get("port"))

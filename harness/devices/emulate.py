@@ -16,6 +16,10 @@ The userland with its wheels is built once per requirement set (.board/base-<key
 board (one per CPU, with or without torch) is a hard-linked copy of it with its own cpuinfo,
 wrapper and .pth. scripts/loopback-sshd.sh serves it on 127.0.0.1; its devices.yaml entry says
 `emulated: true`, which results and reports carry: its times are qemu's, not a Pi's.
+
+`--board pi3-armv7`: the study's Raspberry Pi 3B on a 32-bit OS, under qemu-arm. PyPI has no
+armv7 wheels, so its userland is Debian bookworm armhf with Debian's python3, python3-numpy and
+python3-yaml, plus the TVM runtime cross-built by scripts/build-armv7-runtime.sh (no torch).
 """
 from __future__ import annotations
 
@@ -63,6 +67,7 @@ class BoardCPU:
     device_name: str
     freq_ghz: float
     mattr: tuple[str, ...]
+    qemu_cpu: str = ""  # qemu's -cpu when it has no model of this core (default: name)
 
 
 CPUS = {
@@ -81,6 +86,7 @@ class Board:
     dir: Path
     cpu: BoardCPU
     torch: bool
+    arch: str = "aarch64"  # the device entry's arch: aarch64, or armv7l (--board pi3-armv7)
 
     @property
     def rootfs(self) -> Path:
@@ -100,7 +106,8 @@ class Board:
 
     @property
     def name(self) -> str:
-        return self.cpu.device_name + ("" if self.torch else "-notorch")
+        # An armv7 board never has torch (no wheel): its name needs no "-notorch".
+        return self.cpu.device_name + ("" if self.torch or self.arch == "armv7l" else "-notorch")
 
 
 Log = Callable[[str], None]
@@ -219,7 +226,7 @@ def wrapper_text(qemu: str, cpu: BoardCPU, rootfs: Path) -> str:
     # `import tvm` (2+ minutes under qemu, and it fails anyway).
     return ("#!/bin/sh\n# The emulated board's python (harness devices emulate).\n"
             "export TVM_FFI_DISABLE_TORCH_C_DLPACK=1\n"
-            f"exec {shlex.quote(qemu)} -cpu {shlex.quote(cpu.name)} -L {shlex.quote(str(rootfs))} "
+            f"exec {shlex.quote(qemu)} -cpu {shlex.quote(cpu.qemu_cpu or cpu.name)} -L {shlex.quote(str(rootfs))} "
             f"{shlex.quote(str(rootfs / 'usr' / 'bin' / 'python3'))} \"$@\"\n")
 
 
@@ -236,18 +243,24 @@ def host_cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def make_board(board_dir: Path, cpu: BoardCPU, torch: bool, log: Log) -> Board:
-    base = build_base(board_dir, log)
-    board = Board(board_dir / f"{cpu.name}{'' if torch else '-notorch'}", cpu, torch)
+def fresh_copy(base: Path, board: Board) -> Path | None:
+    """A temporary hard-linked copy of the userland for the board, or None if it is current."""
     marker = board.dir / "base"
     if marker.exists() and marker.read_text() == base.name and board.python.exists():
-        return board
+        return None
     tmp = board.dir.with_name(f".{board.dir.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     # Hard links: a second board costs seconds and no disk.
     subprocess.run(["cp", "-al", str(base / "rootfs"), str(tmp / "rootfs")], check=True)
-    final = Board(board.dir, cpu, torch)  # paths inside the files point at the final place
+    return tmp
+
+
+def make_board(board_dir: Path, cpu: BoardCPU, torch: bool, log: Log) -> Board:
+    base = build_base(board_dir, log)
+    board = Board(board_dir / f"{cpu.name}{'' if torch else '-notorch'}", cpu, torch)
+    if (tmp := fresh_copy(base, board)) is None:
+        return board
     rootfs = tmp / "rootfs"
     site = site_dir(rootfs)
     if not torch:
@@ -258,10 +271,15 @@ def make_board(board_dir: Path, cpu: BoardCPU, torch: bool, log: Log) -> Board:
     for i in range(host_cores()):  # oneDNN's xbyak_aarch64 reads the CPU id here
         _write_new(rootfs / "sys" / "devices" / "system" / "cpu" / f"cpu{i}" / "regs" / "identification" / "midr_el1",
                    f"0x{midr(cpu):016x}\n")
-    _write_new(site / "harness_board.pth",
-               f"import sys; sys.executable = {str(final.python)!r}; sys._base_executable = sys.executable\n")
-    qemu = check_host_tools()["qemu-aarch64"]
-    _write_new(tmp / "bin" / "python", wrapper_text(qemu, cpu, final.rootfs), 0o755)
+    return install_board(tmp, board, base, check_host_tools()["qemu-aarch64"], log)
+
+
+def install_board(tmp: Path, board: Board, base: Path, qemu: str, log: Log) -> Board:
+    """The python wrapper and sys.executable .pth into the copy `tmp`, then it replaces board.dir
+    (the paths written point at board.dir, where the copy ends up)."""
+    _write_new(site_dir(tmp / "rootfs") / "harness_board.pth",
+               f"import sys; sys.executable = {str(board.python)!r}; sys._base_executable = sys.executable\n")
+    _write_new(tmp / "bin" / "python", wrapper_text(qemu, board.cpu, board.rootfs), 0o755)
     (tmp / "base").write_text(base.name)
     if board.dir.exists():
         shutil.rmtree(board.dir)
@@ -274,7 +292,7 @@ def device_entry(board: Board, ssh_entry: dict[str, Any]) -> dict[str, Any]:
     """The board's devices.yaml entry: the loopback sshd's connection fields, the board's CPU."""
     cores = host_cores()  # qemu-user runs the guest's threads on the host's cores
     keep = ("host", "port", "user", "key", "known_hosts", "workdir", "connect_timeout_s")
-    return {
+    entry = {
         "description": f"{board.cpu.model} emulated by qemu-user on this host ({board.cpu.name}, "
                        f"{cores} host cores{'' if board.torch else ', no torch'}): times are qemu's, not a Pi's",
         "transport": "ssh", **{k: ssh_entry[k] for k in keep if k in ssh_entry},
@@ -285,6 +303,7 @@ def device_entry(board: Board, ssh_entry: dict[str, Any]) -> dict[str, Any]:
                    "mattr": list(board.cpu.mattr), "num-cores": cores},
         "command_timeout_s": 3600, "emulated": True,
     }
+    return {**entry, **armv7_entry_fields(board, cores)} if board.arch == "armv7l" else entry
 
 
 def write_devices_file(board: Board, ssh_entry: dict[str, Any], path: Path | None = None) -> Path:
@@ -345,21 +364,112 @@ def check_host() -> None:
 
 
 def run_emulate(cpu_name: str, torch: bool, port: int | None, board_dir: Path | None, stop: bool,
-                log: Log) -> Board:
+                log: Log, board_kind: str | None = None) -> Board:
     """Build the board if needed and serve it (or stop serving it); prints how to use it."""
     check_host()
-    cpu = cpu_spec(cpu_name)
+    if board_kind is not None and board_kind not in BOARD_KINDS:
+        raise UserError(f"unknown --board {board_kind!r}; emulated boards: {', '.join(BOARD_KINDS)}")
+    armv7 = board_kind == "pi3-armv7"
+    cpu = ARMV7_CPU if armv7 else cpu_spec(cpu_name)
     board_dir = (board_dir or BOARD_DIR).resolve()
     if stop:
-        board = Board(board_dir / f"{cpu.name}{'' if torch else '-notorch'}", cpu, torch)
+        board = (Board(board_dir / "pi3-armv7", cpu, False, "armv7l") if armv7 else
+                 Board(board_dir / f"{cpu.name}{'' if torch else '-notorch'}", cpu, torch))
         log(f"stopped the sshd of {board.name}" if stop_sshd(board) else f"{board.name}: no sshd running")
         return board
     t0 = time.monotonic()
-    board = make_board(board_dir, cpu, torch, log)
+    board = make_armv7_board(board_dir, log) if armv7 else make_board(board_dir, cpu, torch, log)
     path = write_devices_file(board, start_sshd(board, port))
-    log(f"board {board.name} ({board.cpu.model}, qemu -cpu {cpu.name}) served over SSH in "
+    log(f"board {board.name} ({board.cpu.model}, qemu -cpu {cpu.qemu_cpu or cpu.name}) served over SSH in "
         f"{time.monotonic() - t0:.0f} s; userland {dir_size_mb(board.rootfs):.0f} MB")
     log(f"devices file: {path}")
     log(f"run:  harness run --devices-file {path} --device {board.name} --model unet-tiny")
-    log(f"stop: harness devices emulate --cpu {cpu.name}{'' if torch else ' --no-torch'} --stop")
+    how = "--board pi3-armv7" if armv7 else f"--cpu {cpu.name}{'' if torch else ' --no-torch'}"
+    log(f"stop: harness devices emulate {how} --stop")
     return board
+
+
+# ------------------------------------------------------------------ --board pi3-armv7
+# The study's Pi 3B: a Cortex-A53 running a 32-bit (armhf) OS. qemu-arm has no cortex-a53 model;
+# `max` is an ARMv8 core in AArch32, which runs what LLVM emits for -mcpu=cortex-a53 (ARMv8
+# AArch32 instructions a cortex-a15 model would refuse).
+BOARD_KINDS = ("pi3-armv7",)  # without --board: the aarch64 board --cpu names
+ARMV7_CPU = BoardCPU("cortex-a53", "0xd03", "0x0", 4,
+                     "half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt vfpd32 lpae evtstrm crc32",
+                     "Raspberry Pi 3 Model B Rev 1.2", "pi3-armv7-emulated", 1.2, ("+neon",), qemu_cpu="max")
+ARMV7_DEB_PACKAGES = ["python3", "python3-numpy", "python3-yaml", "libstdc++6", "zlib1g"]
+ARMV7_SUITE = "bookworm"  # Raspberry Pi OS 12; the runtime's Cython core is built for its python3.11
+BUILD_ARMV7 = "scripts/build-armv7-runtime.sh"
+
+
+def armv7_runtime(board_dir: Path) -> Path:
+    """The cross-built TVM runtime's board site-packages, or a UserError naming the build command."""
+    out = board_dir / "armv7-runtime"  # scripts/build-armv7-runtime.sh's default output under .board/
+    if not (out / "BUILD-INFO").exists() or not (out / "site" / "tvm").is_dir():
+        raise UserError(f"no armv7 TVM runtime in {out}: build it first (~10 min on 2 cores): "
+                        f"{BUILD_ARMV7} {out}")
+    return out
+
+
+def armv7_cpuinfo_text(cpu: BoardCPU, cores: int) -> str:
+    """/proc/cpuinfo as a Pi 3B on 32-bit Raspberry Pi OS shows it (CPU architecture 7)."""
+    block = ("processor\t: {i}\nmodel name\t: ARMv7 Processor rev {r} (v7l)\nBogoMIPS\t: 38.40\n"
+             "Features\t: {f}\nCPU implementer\t: 0x41\nCPU architecture: 7\nCPU variant\t: {v}\n"
+             "CPU part\t: {p}\nCPU revision\t: {r}\n\n")
+    body = "".join(block.format(i=i, f=cpu.features, v=cpu.variant, p=cpu.part, r=cpu.revision) for i in range(cores))
+    return body + f"Hardware\t: BCM2835\nRevision\t: a02082\nModel\t\t: {cpu.model}\n"
+
+
+def build_armv7_base(board_dir: Path, runtime: Path, log: Log) -> Path:
+    """The armhf userland with the cross-built runtime, once per package list and runtime build."""
+    spec = json.dumps([ARMV7_SUITE, ARMV7_DEB_PACKAGES, (runtime / "BUILD-INFO").read_text()])
+    base = board_dir / f"base-armv7-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
+    if (base / "rootfs" / "usr" / "bin" / "python3").exists():
+        return base
+    if shutil.which("mmdebstrap") is None:
+        raise UserError("mmdebstrap not found; install it: apt-get install --no-install-recommends mmdebstrap")
+    tmp = board_dir / f".{base.name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    log_path = board_dir / f"{base.name}.log"
+    rootfs = tmp / "rootfs"
+    log(f"creating the armhf userland ({ARMV7_SUITE}) with mmdebstrap")
+    _run(["mmdebstrap", "--variant=extract", "--arch=armhf", f"--include={','.join(ARMV7_DEB_PACKAGES)}",
+          ARMV7_SUITE, str(rootfs)], "mmdebstrap", log_path)
+    # The extract variant runs no package scripts: numpy's BLAS/LAPACK alternatives links are missing.
+    libdir = rootfs / "usr" / "lib" / "arm-linux-gnueabihf"
+    for lib in ("blas/libblas.so.3", "lapack/liblapack.so.3"):
+        link = libdir / Path(lib).name
+        if not link.exists():
+            link.symlink_to(lib)
+    site = site_dir(rootfs)
+    site.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cp", "-a", f"{runtime / 'site'}/.", str(site)], check=True)
+    os.replace(tmp, base)
+    return base
+
+
+def make_armv7_board(board_dir: Path, log: Log) -> Board:
+    runtime = armv7_runtime(board_dir)
+    if shutil.which("qemu-arm") is None:
+        raise UserError("qemu-arm not found; install it: apt-get install --no-install-recommends qemu-user")
+    base = build_armv7_base(board_dir, runtime, log)
+    board = Board(board_dir / "pi3-armv7", ARMV7_CPU, False, "armv7l")
+    if (tmp := fresh_copy(base, board)) is None:
+        return board
+    rootfs = tmp / "rootfs"
+    _write_new(rootfs / "proc" / "cpuinfo", armv7_cpuinfo_text(ARMV7_CPU, host_cores()))
+    _write_new(rootfs / "proc" / "device-tree" / "model", ARMV7_CPU.model + "\x00")
+    return install_board(tmp, board, base, str(shutil.which("qemu-arm")), log)
+
+
+def armv7_entry_fields(board: Board, cores: int) -> dict[str, Any]:
+    """What the armv7 board's entry says differently from an aarch64 board's."""
+    return {
+        "description": f"{board.cpu.model} on a 32-bit OS, emulated by qemu-arm on this host (-cpu max for "
+                       f"a cortex-a53, {cores} host cores, no torch): times are qemu's, not a Pi's",
+        "arch": "armv7l", "cpu_model": f"{board.cpu.name} (qemu-arm)", "cross_compiler": "arm-linux-gnueabihf-g++",
+        # mfloat-abi hard: armhf passes floats in VFP registers (the loader adds it too)
+        "target": {"kind": "llvm", "mtriple": "armv7l-linux-gnueabihf", "mcpu": board.cpu.name,
+                   "mattr": list(board.cpu.mattr), "mfloat-abi": "hard", "num-cores": cores},
+    }

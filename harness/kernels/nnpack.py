@@ -101,7 +101,10 @@ def available() -> str | None:
     except NNPACKError as exc:
         return str(exc)
     except ImportError:
-        return "PyTorch is not installed (pip install torch); NNPACK is called through it"
+        from harness.runner.deps import install_hint  # noqa: PLC0415
+
+        # Names the board's way to get torch (none on armv7), not a bare "pip install torch".
+        return f"PyTorch is not installed ({install_hint('torch')}); NNPACK is called through its libtorch_cpu.so"
     return None
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 
-TVM_ARMV7 = ("on armv7 (32-bit Raspberry Pi OS) there is no wheel: build the TVM runtime on the "
-             "board, see docs/pi-setup.md")
+TVM_ARMV7 = ("on armv7 (32-bit Raspberry Pi OS) there is no wheel: cross-build the TVM runtime with "
+             "scripts/build-armv7-runtime.sh, see docs/pi-setup.md")
 TVM_REQUIREMENTS = ["apache-tvm==0.27.0.post1", "apache-tvm-ffi==0.1.14.post0"]  # pins match pyproject.toml
 # tvm.rpc's server (the farm) and tvm.runtime's worker pool import these.
 TVM_RPC_EXTRAS = ["cloudpickle", "psutil", "tornado"]

@@ -89,9 +89,18 @@ def params_from_json(d: dict[str, Any]) -> KernelParams:
 
 # ---------------------------------------------------------------- transforms (topi's matrices)
 
-@lru_cache(maxsize=None)
+# m -> (A, B, G) as the host computed them, shipped in an exported module's manifest: a
+# runtime-only TVM on the device (the armv7 board's) has no tvm.topi to compute them.
+SHIPPED_MATRICES: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
 def transform_matrices(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """topi's Cook-Toom A (alpha x m), B (alpha x alpha), G (alpha x 3) for F(m x m, 3x3)."""
+    return SHIPPED_MATRICES[m] if m in SHIPPED_MATRICES else _topi_matrices(m)
+
+
+@lru_cache(maxsize=None)
+def _topi_matrices(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from tvm.topi.nn.winograd_util import _cook_toom_convolution, _interpolation_points  # noqa: PLC0415
 
     return tuple(np.asarray(x, dtype=np.float64) for x in _cook_toom_convolution(_interpolation_points(m + 2), m, 3))
