@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.devices.state import BUSY_SHARE, collect_cpu_seconds, other_cpu_share
+from harness.devices.state import BUSY_SHARE, BUSY_SHARE_ENV, collect_cpu_seconds, other_cpu_share
 from harness.history.judging import judge_frames
 from tests.conftest import run_cli
 
@@ -84,6 +84,13 @@ def test_busy_runs_are_left_out_and_said_so():
     assert [x.change.verdict for x in j.judged] == ["same"]
     assert j.judged[0].change.runs_after == 2
     assert j.busy_note == "left out as busy (other processes used the CPUs): 1 of 3 runs of b"
+
+
+def test_a_bad_busy_share_is_one_clear_error(tiny_result: Path):
+    done = run_cli("compare", str(tiny_result), str(tiny_result), env={BUSY_SHARE_ENV: "lots"})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == ("harness: error: HARNESS_BUSY_SHARE='lots': "
+                                   "expected a share of the CPUs between 0 and 1")
 
 
 def test_a_side_with_only_busy_runs_is_not_judged():

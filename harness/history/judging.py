@@ -135,13 +135,13 @@ def judge_frames(a_label: str, a: pd.DataFrame, b_label: str, b: pd.DataFrame,
                  same_session: bool = False) -> Judgement:
     """Every (build, layer) present on both sides, judged; the sides' commits are left out of
     the history used for the noise (they are counted as the sides themselves)."""
+    note = machine_note(a_label, _ok(a), b_label, _ok(b))
+    if note:
+        return Judgement(a_label, b_label, [], note)
     busy, left_out = busy_verdict(a_label, _ok(a), b_label, _ok(b))
     if busy:
         return Judgement(a_label, b_label, [], busy)
     a, b = _quiet(a), _quiet(b)
-    note = machine_note(a_label, _ok(a), b_label, _ok(b))
-    if note:
-        return Judgement(a_label, b_label, [], note)
     machine = machines(_ok(a))[0]
     exclude = list(dict.fromkeys([*a["commit"], *b["commit"]]))
     past = history_by_key(history if history is not None else pd.DataFrame(), machine, exclude)
