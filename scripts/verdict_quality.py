@@ -3,31 +3,34 @@
 single-layer slowdown it catches, measured with real runs on this machine (issue 10).
 
     .venv/bin/python scripts/verdict_quality.py [--models unet,unet-tiny] [--builds A,B]
-        [--comparisons 20] [--trials 20] [--fractions 0.05,0.1,0.2,0.4,0.8]
+        [--comparisons 20] [--fractions 0.05,0.1,0.2,0.4] [--seed 0]
         [--runs 3] [--repeats 10] [--warmup 2] [--out DIR]
 
 A "session" is what one nightly measures for one commit: --runs independent runs
 (harness.runs: separate processes, builds interleaved). Sessions are measured one after the
-other and each joins the history that later verdicts estimate their noise from, as nightlies do.
+other and each identical-code one joins the history that later verdicts estimate their noise
+from, as nightlies do. The campaign is --comparisons rounds of:
 
-1. False alarms: sessions of identical code, each judged against the previous one with the
+1. False alarm trial: a session of identical code, judged against the previous one with the
    verdict's default settings (threshold 5 %, alpha 0.01). Reported: comparisons with at least
-   one build x layer flagged (of --comparisons), and flagged series of all series judged.
-2. Sensitivity: a session whose ONE layer does real extra work (the test knob,
-   harness/runner/testknob.py: a busy-wait of fraction x that layer's median, inside the
-   layer's timing), judged against the session before it. Layers rotate over the model's
-   layers. Reported per fraction: how often that layer is flagged; the smallest fraction caught
-   in >= 95 % of trials. A knob session is not added to the history (it is not the code's time).
+   one build x layer flagged, and flagged series of all series judged.
+2. Sensitivity trials: a session in which one randomly drawn layer per fraction does real
+   extra work (the test knob, harness/runner/testknob.py: a busy-wait of that fraction of the
+   layer's median on the first build, inside the layer's timing), judged against the session
+   just before it. Layers are judged one by one, so each slowed layer is a single-layer trial.
+   Reported per fraction: how often its layer was flagged; the smallest fraction caught in
+   >= 95 % of trials; and any layer without a knob that was flagged. A knob session is not
+   added to the history (it is not the code's time).
 
 This is a benchmark, not a test: it prints the figures and writes them, with every session's
-raw result files, under --out. It takes hours at the defaults; the lead runs it on a quiet
-machine. `--comparisons 2 --trials 1 --fractions 0.5 --models unet-tiny --builds torch
---runs 2 --repeats 3` checks that it works in a few minutes.
+raw result files, under --out. `--comparisons 1 --fractions 0.5 --models unet-tiny --builds
+torch --runs 2 --repeats 3` checks that it works in a minute.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -55,6 +58,8 @@ class ModelQuality:
     series_judged: int = 0
     series_flagged: int = 0
     flagged: list[str] = field(default_factory=list)
+    flagged_beside_knob: list[str] = field(default_factory=list)  # non-knob layers flagged in slowed sessions
+    knobs: dict[str, dict[str, float]] = field(default_factory=dict)  # slowed session -> {layer: fraction}
     sensitivity: dict[str, list[bool]] = field(default_factory=dict)  # fraction -> caught per trial
 
     def smallest_caught(self) -> float | None:
@@ -88,22 +93,21 @@ class Campaign:
         return judge_frames("before", before, "after", after, self.history)
 
 
-def false_alarms(c: Campaign, q: ModelQuality, n: int) -> pd.DataFrame:
-    previous = c.session()
-    c.keep(previous)
-    for i in range(n):
-        current = c.session()
-        j = c.judge(previous, current)
-        q.comparisons += 1
-        q.series_judged += len(j.judged)
-        q.series_flagged += len(j.regressions)
-        q.comparisons_flagged += bool(j.regressions)
-        q.flagged += [f"{r.build} {r.layer} {r.change.effect:+.1%}" for r in j.regressions]
-        print(f"  identical code {i + 1}/{n}: {len(j.judged)} series, flagged: "
-              f"{', '.join(q.flagged[-len(j.regressions):]) if j.regressions else 'none'}", flush=True)
-        c.keep(current)
-        previous = current
-    return previous
+def judge_identical(c: Campaign, q: ModelQuality, before: pd.DataFrame, i: int, n: int) -> pd.DataFrame:
+    """A session of the unchanged code, judged against the one before: any flag is a false alarm.
+    It then joins the history, as a nightly's would."""
+    current = c.session()
+    j = c.judge(before, current)
+    q.comparisons += 1
+    q.series_judged += len(j.judged)
+    q.series_flagged += len(j.regressions)
+    q.comparisons_flagged += bool(j.regressions)
+    flags = [f"{r.build} {r.layer} {r.change.effect:+.1%}" for r in j.regressions]
+    q.flagged += flags
+    print(f"  identical code {i + 1}/{n}: {len(j.judged)} series, flagged: {', '.join(flags) or 'none'}",
+          flush=True)
+    c.keep(current)
+    return current
 
 
 def layer_medians(rows: pd.DataFrame, build: str) -> dict[str, float]:
@@ -111,26 +115,39 @@ def layer_medians(rows: pd.DataFrame, build: str) -> dict[str, float]:
     return ok.groupby("layer")["median_ms"].median().to_dict()
 
 
-def sensitivity(c: Campaign, q: ModelQuality, baseline: pd.DataFrame, fractions: list[float],
-                trials: int) -> None:
+def judge_slowed(c: Campaign, q: ModelQuality, before: pd.DataFrame, fractions: list[float],
+                 rng: random.Random) -> None:
+    """A session where len(fractions) distinct layers, drawn at random, each do real extra work
+    of their own fraction of that layer's median on the first build (the knob's busy-wait,
+    inside the layer's timing), judged against the identical-code session just before it.
+    Layers are judged one by one, so each slowed layer is one single-layer trial; several per
+    session keep the campaign within hours. Not added to the history: not the code's time."""
     build = q.builds[0]
-    medians = layer_medians(baseline, build)
-    layers = sorted(medians)
-    for fraction in fractions:
-        hits = q.sensitivity.setdefault(str(fraction), [])
-        for t in range(trials):
-            layer = layers[(t * 7) % len(layers)]  # 7 is coprime with the layer counts: all visited
-            knob = f"{layer}={medians[layer] * fraction:.6f}"
-            slowed = c.session(knob)
-            j = c.judge(baseline, slowed)
-            caught = any(r.build == build and r.layer == layer for r in j.regressions)
-            others = [f"{r.build} {r.layer}" for r in j.regressions if r.layer != layer]
-            hits.append(caught)
-            print(f"  +{fraction:.0%} on {build} {layer}: {'caught' if caught else 'missed'}"
-                  + (f" (also flagged: {', '.join(others)})" if others else ""), flush=True)
-            # the next trial's baseline: a fresh session of the real code, kept in the history
-            baseline = c.session()
-            c.keep(baseline)
+    medians = layer_medians(before, build)
+    chosen = dict(zip(rng.sample(sorted(medians), len(fractions)), fractions))
+    knob = ",".join(f"{layer}={medians[layer] * f:.6f}" for layer, f in chosen.items())
+    j = c.judge(before, c.session(knob))
+    q.knobs[f"session{c.count:03d}"] = chosen
+    flagged = {(r.build, r.layer) for r in j.regressions}
+    for layer, fraction in chosen.items():
+        q.sensitivity.setdefault(str(fraction), []).append((build, layer) in flagged)
+    # every build runs the knob's wait, so only layers without one can be false flags here
+    others = sorted(f"{b} {layer}" for b, layer in flagged if layer not in chosen)
+    q.flagged_beside_knob += others
+    print("  slowed " + ", ".join(f"{layer} +{f:.0%} {'caught' if (build, layer) in flagged else 'MISSED'}"
+                                  for layer, f in chosen.items())
+          + (f"; also flagged: {', '.join(others)}" if others else ""), flush=True)
+
+
+def campaign(c: Campaign, q: ModelQuality, n: int, fractions: list[float], seed: int) -> None:
+    """n rounds of: one identical-code session (a false-alarm trial), then one slowed session
+    judged against it (a sensitivity trial per fraction)."""
+    rng = random.Random(seed)
+    before = c.session()
+    c.keep(before)
+    for i in range(n):
+        before = judge_identical(c, q, before, i, n)
+        judge_slowed(c, q, before, fractions, rng)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--builds", default=None, help="builds (default: every build; the first one gets the knob)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--comparisons", type=int, default=20)
-    ap.add_argument("--trials", type=int, default=20)
-    ap.add_argument("--fractions", default="0.05,0.1,0.2,0.4,0.8")
+    ap.add_argument("--fractions", default="0.05,0.1,0.2,0.4",
+                    help="slowdowns tried; each slowed session slows one layer by each of them")
+    ap.add_argument("--seed", type=int, default=0, help="which layers get slowed")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
@@ -151,16 +169,17 @@ def main(argv: list[str] | None = None) -> int:
     fractions = [float(f) for f in args.fractions.split(",")]
     summary = []
     for model in [m for m in args.models.split(",") if m]:
-        print(f"{model}: {args.comparisons} identical-code comparisons, then {args.trials} trials at "
-              f"{', '.join(f'+{f:.0%}' for f in fractions)} ({args.runs} runs a session)", flush=True)
+        print(f"{model}: {args.comparisons} rounds of an identical-code comparison and a session slowing "
+              f"one layer each by {', '.join(f'+{f:.0%}' for f in fractions)} ({args.runs} runs a session)",
+              flush=True)
         plan = RunPlan(args.device, model, builds, args.warmup, args.repeats, args.runs)
-        campaign = Campaign(plan, out / model)
+        session_maker = Campaign(plan, out / model)
         q = ModelQuality(model, builds)
-        last = false_alarms(campaign, q, args.comparisons)
-        sensitivity(campaign, q, last, fractions, args.trials)
+        campaign(session_maker, q, args.comparisons, fractions, args.seed)
         smallest = q.smallest_caught()
         print(f"{model}: false alarms in {q.comparisons_flagged}/{q.comparisons} comparisons "
-              f"({q.series_flagged}/{q.series_judged} series); smallest one-layer slowdown caught "
+              f"({q.series_flagged}/{q.series_judged} series; {len(q.flagged_beside_knob)} non-knob series "
+              f"flagged in slowed sessions); smallest one-layer slowdown caught "
               f">= {CAUGHT:.0%}: {f'+{smallest:.0%}' if smallest is not None else 'none of those tried'}; "
               + "; ".join(f"+{float(f):.0%}: {sum(h)}/{len(h)}" for f, h in q.sensitivity.items()), flush=True)
         summary.append({**asdict(q), "smallest_caught": smallest})

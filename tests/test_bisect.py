@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from tests.test_nightly import LOOSE, SLOW, Scratch, _slow_the_layer, _touch_docs
+from tests.test_nightly import LOOSE, SLOW, Scratch, _slow_the_layer, _touch_docs, judge_busy_runs_too  # noqa: F401 - autouse
 
 TINY = ["--model", "unet-tiny", "--runs", "1", "--repeats", "5", "--warmup", "1"]
 KNOB_AT = 4

@@ -29,8 +29,16 @@ class DeviceState:
     # All-core clock measured by harness/devices/clock.py, only where the OS cannot report it
     # (no cpufreq: VMs, where "cpu MHz" is a nominal constant).
     clock_mhz_measured: float | None = None
+<<<<<<< HEAD
     clock_note: str | None = None  # why there is no measured clock ("unknown: ..."), or its probe
 
+=======
+    # Raw CPU-time counters (seconds): the machine's busy and total time over all cores from
+    # /proc/stat (steal counts as busy: a hypervisor taking the core is contention too), and
+    # this process's own time with its waited-for children (the per-build processes).
+    # Between two states they give the share of the CPUs other processes used (other_cpu_share).
+    cpu_seconds: dict[str, float] | None = None
+>>>>>>> integ
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,6 +115,33 @@ def collect_measured_clock(freq_source: str | None) -> tuple[float | None, str |
     return reading.mhz, reading.note
 
 
+# /proc/stat's cpu line: user nice system idle iowait irq softirq steal (guest time is already
+# inside user and nice)
+_IDLE_FIELDS = (3, 4)
+_BUSY_FIELDS = (0, 1, 2, 5, 6, 7)
+
+
+def collect_cpu_seconds() -> dict[str, float] | None:
+    first = (_read("/proc/stat") or "").partition("\n")[0].split()
+    if len(first) < 9 or first[0] != "cpu":
+        return None
+    ticks = [int(v) for v in first[1:9]]
+    hz = os.sysconf("SC_CLK_TCK")
+    busy = sum(ticks[i] for i in _BUSY_FIELDS) / hz
+    own = sum(os.times()[:4])  # user + system of this process and of its waited-for children
+    return {"busy": busy, "total": busy + sum(ticks[i] for i in _IDLE_FIELDS) / hz, "own": own}
+
+
+def other_cpu_share(before: dict[str, Any], after: dict[str, Any] | None) -> float | None:
+    """Share of the machine's CPU time that other processes used between two states: 0 on a
+    quiet machine, 0.5 when something else kept one of two cores busy throughout."""
+    a, b = before.get("cpu_seconds"), (after or {}).get("cpu_seconds")
+    if not a or not b or b["total"] <= a["total"]:
+        return None
+    others = (b["busy"] - a["busy"]) - (b["own"] - a["own"])
+    return min(1.0, max(0.0, others / (b["total"] - a["total"])))
+
+
 def collect_state() -> DeviceState:
     freq, source = collect_frequency()
     load1, load5, _ = os.getloadavg()
@@ -114,7 +149,40 @@ def collect_state() -> DeviceState:
     return DeviceState(governor=collect_governor(), freq_mhz=freq, freq_source=source,
                        freq_fixed=collect_freq_fixed(), temp_c=collect_temperature(),
                        throttled=collect_throttled(), load_1m=load1, load_5m=load5,
+<<<<<<< HEAD
                        clock_mhz_measured=clock, clock_note=clock_note)
+=======
+                       clock_mhz_measured=collect_measured_clock(source),
+                       cpu_seconds=collect_cpu_seconds())
+
+
+# Above this share of the CPUs used by others, a run is "busy": its threads were descheduled
+# (on 2 cores one competing process can double a layer's time), and verdicts leave it out.
+# HARNESS_BUSY_SHARE changes it (1 judges every run: the tests of verdict mechanics use that, so
+# that a loaded test machine does not turn their runs into "not judged").
+BUSY_SHARE = 0.10
+BUSY_SHARE_ENV = "HARNESS_BUSY_SHARE"
+
+
+def busy_share() -> float:
+    text = os.environ.get(BUSY_SHARE_ENV)
+    if text is None:
+        return BUSY_SHARE
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        from harness.errors import UserError  # noqa: PLC0415
+
+        raise UserError(f"{BUSY_SHARE_ENV}={text!r}: expected a share of the CPUs between 0 and 1")
+    return value
+
+
+def run_busy(before: dict[str, Any], after: dict[str, Any] | None) -> bool:
+    share = other_cpu_share(before, after)
+    return share is not None and share > busy_share()
+>>>>>>> integ
 
 
 def state_warnings(before: dict[str, Any], after: dict[str, Any] | None, cores: int) -> list[str]:
@@ -130,6 +198,10 @@ def state_warnings(before: dict[str, Any], after: dict[str, Any] | None, cores: 
     if after:
         if after.get("throttled") not in (None, "0x0", before.get("throttled")):
             warnings.append(f"the device throttled during the run ({after['throttled']})")
+        share = other_cpu_share(before, after)
+        if run_busy(before, after):
+            warnings.append(f"other processes used {share:.0%} of the CPU time during the run: its times are "
+                            "not those of a quiet machine, and verdicts leave it out")
         if freq_changed(before, after):
             f0, f1 = before["freq_mhz"], after["freq_mhz"]
             warnings.append(f"CPU frequency changed during the run ({_mean(f0):.0f} -> {_mean(f1):.0f} MHz)")

@@ -65,7 +65,8 @@ def run_rows(paths: list[Path]) -> pd.DataFrame:
 def _table(judgement: Judgement, threshold: float, alpha: float, note: str | None = None) -> Table:
     rows = [Row(j.build, j.layer, j.change) for j in judgement.judged]
     return Table(judgement.a, judgement.b, threshold, alpha, rows,
-                 judgement.machine_note or note, tuple(judgement.software_notes))
+                 "; ".join(filter(None, [judgement.machine_note or note, judgement.busy_note])) or None,
+                 tuple(judgement.software_notes))
 
 
 def compare_runs(a_label: str, a_paths: list[Path], b_label: str, b_paths: list[Path],

@@ -32,8 +32,9 @@ class Judgement:
     a: str  # labels of the two sides
     b: str
     judged: list[Judged]
-    machine_note: str | None = None  # set when nothing was judged because the machine changed
+    machine_note: str | None = None  # why nothing was judged: the machine changed, or was busy
     software_notes: list[str] = field(default_factory=list)
+    busy_note: str | None = None  # busy runs left out of the judgement
 
     @property
     def regressions(self) -> list[Judged]:
@@ -51,6 +52,38 @@ def _ok(frame: pd.DataFrame) -> pd.DataFrame:
     if "complete" in frame:  # a run that stopped part-way is never a baseline
         keep &= frame["complete"].fillna(True).astype(bool)
     return frame[keep]
+
+
+def busy_files(frame: pd.DataFrame) -> list[str]:
+    """Runs during which other processes held the CPUs (frame column `busy`)."""
+    if frame.empty or "busy" not in frame:
+        return []
+    return list(dict.fromkeys(frame.loc[frame["busy"].fillna(False).astype(bool), "file"]))
+
+
+def _quiet(frame: pd.DataFrame) -> pd.DataFrame:
+    busy = busy_files(frame)
+    return frame[~frame["file"].isin(busy)] if busy else frame
+
+
+def busy_verdict(a_label: str, a: pd.DataFrame, b_label: str, b: pd.DataFrame) -> tuple[str | None, str | None]:
+    """(why nothing can be judged, which runs are left out): a run measured while other
+    processes held the CPUs is not the code's time (on 2 cores one competing process doubles a
+    layer), so it is neither judged nor used as a baseline."""
+    left, empty = [], []
+    for label, frame in ((a_label, a), (b_label, b)):
+        busy = busy_files(frame)
+        if not busy:
+            continue
+        runs = list(dict.fromkeys(frame["file"]))
+        if len(busy) == len(runs):
+            empty.append(label)
+        elif busy:
+            left.append(f"{len(busy)} of {len(runs)} runs of {label}")
+    if empty:
+        return (f"the machine was busy (other processes used the CPUs) during every run of "
+                f"{' and '.join(empty)}: not judged; measure again on a quiet machine"), None
+    return None, ("left out as busy (other processes used the CPUs): " + ", ".join(left)) if left else None
 
 
 def machines(frame: pd.DataFrame) -> list[str]:
@@ -83,7 +116,7 @@ def runs_by_key(frame: pd.DataFrame) -> dict[Key, np.ndarray]:
 
 def history_by_key(history: pd.DataFrame, machine: str, exclude: Sequence[str]) -> dict[Key, list[np.ndarray]]:
     """(build, layer) -> run medians per commit, in the history's order, one machine only."""
-    frame = _ok(history)
+    frame = _quiet(_ok(history))
     if frame.empty:
         return {}
     frame = frame[(frame["hardware_hash"] == machine) & ~frame["commit"].isin(list(exclude))]
@@ -105,6 +138,10 @@ def judge_frames(a_label: str, a: pd.DataFrame, b_label: str, b: pd.DataFrame,
     note = machine_note(a_label, _ok(a), b_label, _ok(b))
     if note:
         return Judgement(a_label, b_label, [], note)
+    busy, left_out = busy_verdict(a_label, _ok(a), b_label, _ok(b))
+    if busy:
+        return Judgement(a_label, b_label, [], busy)
+    a, b = _quiet(a), _quiet(b)
     machine = machines(_ok(a))[0]
     exclude = list(dict.fromkeys([*a["commit"], *b["commit"]]))
     past = history_by_key(history if history is not None else pd.DataFrame(), machine, exclude)
@@ -114,7 +151,7 @@ def judge_frames(a_label: str, a: pd.DataFrame, b_label: str, b: pd.DataFrame,
         noise = estimate_noise(past.get(key, []), [before[key], after[key]])
         change = judge(before[key], after[key], noise, threshold, alpha, same_session)
         judged.append(Judged(*key, change, noise))
-    return Judgement(a_label, b_label, judged, None, software_changes(_software(a), _software(b)))
+    return Judgement(a_label, b_label, judged, None, software_changes(_software(a), _software(b)), left_out)
 
 
 def moved_summary(judgement: Judgement) -> str:

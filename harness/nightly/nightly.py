@@ -90,6 +90,8 @@ def against_ancestor(history: pd.DataFrame, head: str, threshold: float,
     past = same[same["commit"].isin(lineage) & (same["commit"] != head)]
     judgement = judge_frames(previous[:12], same[same["commit"] == previous], head[:12], mine,
                              past, threshold, alpha)
+    if judgement.busy_note:
+        notes.append(judgement.busy_note)
     if judgement.software_notes:
         notes.append(f"software changed: {'; '.join(judgement.software_notes)}")
     return previous, judgement, notes

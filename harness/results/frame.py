@@ -6,15 +6,18 @@ from typing import Any, Callable, Iterable
 
 import pandas as pd
 
+from harness.devices.state import run_busy
 from harness.results.store import load_result
 
 
 def _run_columns(doc: dict[str, Any], path: Path) -> dict[str, Any]:
-    fingerprint = doc["fingerprint"]
+    fingerprint, system = doc["fingerprint"], doc.get("system") or {}
     return {"file": str(path), "created_utc": doc["created_utc"], "commit": doc["harness"].get("commit"),
             "device": doc["device"]["name"], "model": doc["model"]["name"],
             "hardware_hash": fingerprint["hardware_hash"], "hardware": fingerprint["hardware"],
-            "software": fingerprint["software"], "complete": doc["complete"]}
+            "software": fingerprint["software"], "complete": doc["complete"],
+            # other processes held the CPUs while it ran (harness.devices.state.BUSY_SHARE)
+            "busy": run_busy(system.get("before") or {}, system.get("after"))}
 
 
 def _frame(paths: Iterable[Path | str],
