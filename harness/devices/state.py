@@ -29,16 +29,12 @@ class DeviceState:
     # All-core clock measured by harness/devices/clock.py, only where the OS cannot report it
     # (no cpufreq: VMs, where "cpu MHz" is a nominal constant).
     clock_mhz_measured: float | None = None
-<<<<<<< HEAD
     clock_note: str | None = None  # why there is no measured clock ("unknown: ..."), or its probe
-
-=======
     # Raw CPU-time counters (seconds): the machine's busy and total time over all cores from
     # /proc/stat (steal counts as busy: a hypervisor taking the core is contention too), and
     # this process's own time with its waited-for children (the per-build processes).
     # Between two states they give the share of the CPUs other processes used (other_cpu_share).
     cpu_seconds: dict[str, float] | None = None
->>>>>>> integ
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,10 +145,7 @@ def collect_state() -> DeviceState:
     return DeviceState(governor=collect_governor(), freq_mhz=freq, freq_source=source,
                        freq_fixed=collect_freq_fixed(), temp_c=collect_temperature(),
                        throttled=collect_throttled(), load_1m=load1, load_5m=load5,
-<<<<<<< HEAD
-                       clock_mhz_measured=clock, clock_note=clock_note)
-=======
-                       clock_mhz_measured=collect_measured_clock(source),
+                       clock_mhz_measured=clock, clock_note=clock_note,
                        cpu_seconds=collect_cpu_seconds())
 
 
@@ -182,7 +175,6 @@ def busy_share() -> float:
 def run_busy(before: dict[str, Any], after: dict[str, Any] | None) -> bool:
     share = other_cpu_share(before, after)
     return share is not None and share > busy_share()
->>>>>>> integ
 
 
 def state_warnings(before: dict[str, Any], after: dict[str, Any] | None, cores: int) -> list[str]:
