@@ -65,21 +65,26 @@ def peak_gflops(cores: int, freq_ghz: float, flops_per_cycle: int) -> float:
     return cores * freq_ghz * flops_per_cycle
 
 
-def _cpuinfo() -> dict[str, str]:
-    """The first processor's fields of /proc/cpuinfo."""
+def parse_cpuinfo(text: str) -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo's text."""
     fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if fields:
+                break
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def read_cpuinfo() -> dict[str, str]:
+    """The first processor's fields of this machine's /proc/cpuinfo ({} where there is none)."""
     try:
         with open(cpuinfo_path()) as f:
-            for line in f:
-                if not line.strip():
-                    if fields:
-                        break
-                    continue
-                key, _, value = line.partition(":")
-                fields.setdefault(key.strip(), value.strip())
+            return parse_cpuinfo(f.read())
     except OSError:
-        pass
-    return fields
+        return {}
 
 
 def x86_flops_per_cycle(flags: set[str]) -> tuple[int, int]:
@@ -109,7 +114,7 @@ def _max_freq_ghz(cpuinfo: dict[str, str]) -> float | None:
 
 
 def detect_host() -> HostInfo:
-    info = _cpuinfo()
+    info = read_cpuinfo()
     arch = platform.machine()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if arch in ("x86_64", "i686"):

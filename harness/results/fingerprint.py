@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.devices.config import Device
-from harness.devices.peaks import cpuinfo_path
+from harness.devices.peaks import parse_cpuinfo, read_cpuinfo
 
 UNKNOWN = "unknown"
 HASH_DIGITS = 16
@@ -39,19 +39,6 @@ X86_ID = ("vendor_id", "cpu family", "model", "stepping")
 ARM_ID = ("CPU implementer", "CPU architecture", "CPU variant", "CPU part", "CPU revision")
 
 
-def _cpuinfo(text: str) -> dict[str, str]:
-    """The first processor's fields of /proc/cpuinfo's text."""
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line.strip():
-            if fields:
-                break
-            continue
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    return fields
-
-
 def _read(path: str) -> str:
     try:
         return Path(path).read_text()
@@ -60,7 +47,7 @@ def _read(path: str) -> str:
 
 
 def collect_cpu(cpuinfo_text: str | None = None) -> dict[str, Any]:
-    info = _cpuinfo(_read(cpuinfo_path()) if cpuinfo_text is None else cpuinfo_text)
+    info = read_cpuinfo() if cpuinfo_text is None else parse_cpuinfo(cpuinfo_text)
     ident = {k: info[k] for k in (*X86_ID, *ARM_ID) if k in info}
     flags = set((info.get("flags") or info.get("Features") or "").split())
     simd = sorted(f for f in flags if f.startswith(SIMD_PREFIXES))
