@@ -96,14 +96,31 @@ if [ ! -f ffi-src/.patched ]; then
   touch ffi-src/.patched
 fi
 # 3b. the runtime's C++ sources from the installed wheel, plus the 19 headers they include that the
-# wheel does not ship (vendored from apache/tvm, see scripts/patches/tvm-support-headers/README),
-# and a CMakeLists (the wheel has no build files).
+# wheel does not ship, and a CMakeLists (the wheel has no build files). The headers come from
+# apache/tvm at TVM_HEADERS_COMMIT, the closest commit to the wheel's (which is not on main):
+# from a local checkout or git directory of apache/tvm in TVM_SOURCE_DIR, else downloaded from
+# GitHub; either way each is checked against scripts/patches/tvm-support-headers.sha256.
+TVM_HEADERS_COMMIT=5d4dc8721307cf9677becacf0395c19be130e206
+fetch_header() {  # path inside apache/tvm -> tvm-src/path
+  local path=$1 dest=tvm-src/$1
+  mkdir -p "$(dirname "$dest")"
+  if [ -n "${TVM_SOURCE_DIR:-}" ] && [ -f "$TVM_SOURCE_DIR/$path" ]; then
+    cp "$TVM_SOURCE_DIR/$path" "$dest"
+  elif [ -n "${TVM_SOURCE_DIR:-}" ] && git --git-dir="$TVM_SOURCE_DIR" cat-file -e "$TVM_HEADERS_COMMIT:$path" 2>/dev/null; then
+    git --git-dir="$TVM_SOURCE_DIR" show "$TVM_HEADERS_COMMIT:$path" > "$dest"
+  else
+    curl -fsSL --retry 2 -o "$dest" "https://raw.githubusercontent.com/apache/tvm/$TVM_HEADERS_COMMIT/$path" ||
+      die "cannot download $path of apache/tvm $TVM_HEADERS_COMMIT from GitHub; set TVM_SOURCE_DIR to a checkout (or git directory) of apache/tvm that has that commit"
+  fi
+}
 if [ ! -f tvm-src/CMakeLists.txt ]; then
   step "TVM runtime sources from $TVM_PKG"
   rm -rf tvm-src && mkdir -p tvm-src/src
   cp -r "$TVM_PKG/src/runtime" tvm-src/src/
   cp -r "$TVM_PKG/include" tvm-src/
-  (cd "$PATCHES/tvm-support-headers" && tar cf - --exclude=README.md .) | tar xf - -C tvm-src
+  while read -r _sum path; do fetch_header "$path"; done < "$PATCHES/tvm-support-headers.sha256"
+  (cd tvm-src && sha256sum --quiet -c "$PATCHES/tvm-support-headers.sha256") ||
+    die "apache/tvm headers do not match scripts/patches/tvm-support-headers.sha256"
   cp "$PATCHES/tvm-runtime-CMakeLists.txt" tvm-src/CMakeLists.txt
 fi
 
