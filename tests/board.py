@@ -106,13 +106,13 @@ def _ldaddal():
 
 
 def _hook(name, *args, **kwargs):
-    module = _import(name, *args, **kwargs)
     # Only in the process of a build that needs torch: other builds' processes may import torch
-    # too, but torch 2.13 crashes on its first convolution, which only those builds run.
+    # too, but torch 2.13 crashes on its first convolution, which only those builds run. Before
+    # the import rather than after: the same crash, without a minute of importing torch in qemu.
     only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv[:-1] else None
     if name.split(".")[0] == "torch" and only in TORCH_BUILDS:
         _ldaddal()
-    return module
+    return _import(name, *args, **kwargs)
 
 
 builtins.__import__ = _hook
