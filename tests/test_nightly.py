@@ -48,7 +48,9 @@ def _git(repo: Path, *args: str) -> str:
 
 def _copy_checkout(dst: Path) -> None:
     """The working tree as it is now (others' uncommitted work included), without results."""
-    skip = shutil.ignore_patterns(".venv", ".git", ".asv", "__pycache__", ".pytest_cache", "*.pyc")
+    # .board and .loopback: emulated boards and test sshds (a rootfs with absolute symlinks)
+    skip = shutil.ignore_patterns(".venv", ".git", ".asv", ".board", ".loopback", ".wip-branches", "__pycache__",
+                                  ".pytest_cache", "*.pyc")
     shutil.copytree(REPO, dst, ignore=skip)
     for generated in ("results", "reports"):
         shutil.rmtree(dst / generated, ignore_errors=True)

@@ -132,7 +132,10 @@ def other_cpu_share(before: dict[str, Any], after: dict[str, Any] | None) -> flo
     """Share of the machine's CPU time that other processes used between two states: 0 on a
     quiet machine, 0.5 when something else kept one of two cores busy throughout."""
     a, b = before.get("cpu_seconds"), (after or {}).get("cpu_seconds")
-    if not a or not b or b["total"] <= a["total"]:
+    keys = ("busy", "total", "own")
+    if not all(isinstance(c, dict) and all(isinstance(c.get(k), (int, float)) for k in keys) for c in (a, b)):
+        return None  # a state from before the counters, or from a device without /proc/stat
+    if b["total"] <= a["total"]:
         return None
     others = (b["busy"] - a["busy"]) - (b["own"] - a["own"])
     return min(1.0, max(0.0, others / (b["total"] - a["total"])))
