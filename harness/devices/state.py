@@ -194,7 +194,7 @@ def state_warnings(before: dict[str, Any], after: dict[str, Any] | None, cores: 
         if after.get("throttled") not in (None, "0x0", before.get("throttled")):
             warnings.append(f"the device throttled during the run ({after['throttled']})")
         share = other_cpu_share(before, after)
-        if run_busy(before, after):
+        if share is not None and share > busy_share():
             warnings.append(f"other processes used {share:.0%} of the CPU time during the run: its times are "
                             "not those of a quiet machine, and verdicts leave it out")
         if freq_changed(before, after):

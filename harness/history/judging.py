@@ -62,8 +62,10 @@ def busy_files(frame: pd.DataFrame) -> list[str]:
 
 
 def _quiet(frame: pd.DataFrame) -> pd.DataFrame:
-    busy = busy_files(frame)
-    return frame[~frame["file"].isin(busy)] if busy else frame
+    """Without the busy runs' rows (`busy` is a run column: every row of a run carries it)."""
+    if frame.empty or "busy" not in frame:
+        return frame
+    return frame[~frame["busy"].fillna(False).astype(bool)]
 
 
 def busy_verdict(a_label: str, a: pd.DataFrame, b_label: str, b: pd.DataFrame) -> tuple[str | None, str | None]:

@@ -74,12 +74,14 @@ def collect_hardware(device: Device) -> dict[str, Any]:
             "emulated": device.emulated}
 
 
+def loaded_versions(modules: tuple[str, ...]) -> dict[str, str]:
+    """Versions of those modules that this process has imported."""
+    return {m: getattr(sys.modules[m], "__version__", UNKNOWN) for m in modules if m in sys.modules}
+
+
 def collect_software() -> dict[str, Any]:
-    software = {"kernel": platform.release(), "python": platform.python_version()}
-    for module in ("numpy", "torch", "tvm"):
-        mod = sys.modules.get(module)
-        if mod is not None:
-            software[module] = getattr(mod, "__version__", UNKNOWN)
+    software = {"kernel": platform.release(), "python": platform.python_version(),
+                **loaded_versions(("numpy", "torch", "tvm"))}
     if "torch" in software:  # NNPACK has no version of its own: it is the copy inside torch
         software["nnpack"] = f"libtorch_cpu of torch {software['torch']}"
     return software

@@ -36,11 +36,10 @@ def cpu_has_lse() -> bool | None:
 
     if platform.machine() != "aarch64":
         return None
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    return any(line.startswith("Features") and "atomics" in line.split(":", 1)[1].split() for line in text.splitlines())
+    from harness.devices.peaks import read_cpuinfo  # noqa: PLC0415
+
+    info = read_cpuinfo()
+    return "atomics" in info.get("Features", "").split() if info else None
 
 
 def signal_message(build: str, returncode: int, torch_loaded: bool) -> str:
