@@ -73,6 +73,10 @@ def test_every_build_over_ssh_on_the_pi5(pi5_ssh, tiny_result: Path):
     # The runner ran on the board: its fingerprint is the emulated A76's /proc/cpuinfo, not the host's.
     assert doc["fingerprint"]["hardware"]["arch"] == "aarch64"
     assert doc["fingerprint"]["hardware"]["cpu"]["id"]["CPU part"] == "0xd0b"
+    # The board's versions, although its parent runner imports neither torch nor TVM.
+    software, env = doc["fingerprint"]["software"], doc["environment"]
+    assert {"torch", "tvm", "nnpack"} <= set(software), software
+    assert (env["torch"], env["tvm"]) == (software["torch"], software["tvm"])
 
 
 def test_emulated_results_are_marked_and_never_compared_with_a_real_device(pi5_ssh, tmp_path: Path):
@@ -155,3 +159,5 @@ def test_board_without_torch_runs_the_tvm_builds(notorch_board: EmulatedBoard, t
     for name in TORCH_BUILDS:
         assert builds[name]["status"] == "failed"
         assert builds[name]["message"].startswith("unavailable: torch is not installed on the device")
+    software = json.loads(out.read_text())["fingerprint"]["software"]
+    assert "tvm" in software and "torch" not in software and "nnpack" not in software, software

@@ -92,6 +92,23 @@ def test_a_result_records_its_machine_and_software(tiny_result):
     assert set(fp["software"]["tuning"]) == {p.name for p in (REPO / "tuning" / "local").glob("*.json")}
 
 
+def test_software_versions_are_known_without_importing_torch_or_tvm():
+    """The device's parent runner never imports torch or TVM (each build runs in a child)."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    from importlib import metadata  # noqa: PLC0415
+
+    code = ("import json, sys; from harness.results.fingerprint import collect_software; "
+            "s = collect_software(); assert 'torch' not in sys.modules and 'tvm' not in sys.modules; "
+            "print(json.dumps(s))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    software = json.loads(done.stdout)
+    assert software["torch"] == metadata.version("torch")
+    assert software["tvm"] == metadata.version("apache-tvm")
+    assert software["nnpack"] == f"libtorch_cpu of torch {software['torch']}"
+
+
 ZEN = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: {family}\nmodel\t\t: {model}\n" \
       "model name\t: AMD EPYC\nstepping\t: 1\nflags\t\t: fpu sse sse2 avx avx2 fma {extra}\n\n"
 

@@ -74,14 +74,34 @@ def collect_hardware(device: Device) -> dict[str, Any]:
             "emulated": device.emulated}
 
 
-def loaded_versions(modules: tuple[str, ...]) -> dict[str, str]:
-    """Versions of those modules that this process has imported."""
-    return {m: getattr(sys.modules[m], "__version__", UNKNOWN) for m in modules if m in sys.modules}
+# module -> the distribution that installs it (what importlib.metadata knows it by)
+DISTRIBUTIONS = {"numpy": "numpy", "torch": "torch", "tvm": "apache-tvm"}
+
+
+def installed_versions(modules: tuple[str, ...]) -> dict[str, str]:
+    """Versions of those modules as this Python would import them, without importing them.
+
+    Why not the imported modules' __version__: the device's parent runner imports neither
+    torch nor TVM (each build runs in a child process, harness.runner.isolate), so its
+    fingerprint would say nothing about them. A module already imported still reports its own
+    version: that is what ran, even where a source checkout shadows the installed package."""
+    from importlib import metadata  # noqa: PLC0415
+
+    found = {}
+    for module in modules:
+        if module in sys.modules:
+            found[module] = getattr(sys.modules[module], "__version__", UNKNOWN)
+            continue
+        try:
+            found[module] = metadata.version(DISTRIBUTIONS.get(module, module))
+        except metadata.PackageNotFoundError:
+            pass  # not installed on this device: absent, as a build that needs it is unavailable
+    return found
 
 
 def collect_software() -> dict[str, Any]:
     software = {"kernel": platform.release(), "python": platform.python_version(),
-                **loaded_versions(("numpy", "torch", "tvm"))}
+                **installed_versions(("numpy", "torch", "tvm"))}
     if "torch" in software:  # NNPACK has no version of its own: it is the copy inside torch
         software["nnpack"] = f"libtorch_cpu of torch {software['torch']}"
     return software

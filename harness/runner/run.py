@@ -24,7 +24,7 @@ from harness.devices.config import Device
 from harness.devices.state import collect_state
 from harness.model.layers import LayerTable
 from harness.model.weights import make_input, make_weights
-from harness.results.fingerprint import collect_fingerprint, loaded_versions
+from harness.results.fingerprint import collect_fingerprint, installed_versions
 from harness.runner.measure import Settings, measure, steps
 from harness.timestamps import utc_now
 from harness.runner.deps import has_module, install_hint, missing_message
@@ -135,7 +135,7 @@ def run_build(build: Build, req: RunRequest, weights, x: np.ndarray, ref: np.nda
 
 def environment() -> dict[str, Any]:
     return {"python": platform.python_version(), "numpy": np.__version__, "hostname": platform.node(),
-            **loaded_versions(("torch", "tvm"))}
+            **installed_versions(("torch", "tvm"))}
 
 
 TORCH_MISSING = "unavailable: torch is not installed on the device; install it: " + install_hint("torch")
