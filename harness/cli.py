@@ -326,9 +326,13 @@ def make_parser() -> argparse.ArgumentParser:
     def measuring(p: argparse.ArgumentParser) -> None:
         p.add_argument("--device", default=None, help="device from devices.yaml (default: its default)")
         p.add_argument("--model", default="unet", help="model preset (default unet)")
-        p.add_argument("--runs", type=_positive_int, default=3, help="independent runs per commit (default 3)")
+        from harness.runs import DEFAULT_REPEATS, DEFAULT_RUNS  # noqa: PLC0415
+
+        p.add_argument("--runs", type=_positive_int, default=DEFAULT_RUNS,
+                       help=f"independent runs per commit (default {DEFAULT_RUNS})")
         p.add_argument("--warmup", type=_positive_int, default=2, help="warm-up passes per build (default 2)")
-        p.add_argument("--repeats", type=_positive_int, default=10, help="timed passes per build (default 10)")
+        p.add_argument("--repeats", type=_positive_int, default=DEFAULT_REPEATS,
+                       help=f"timed passes per build (default {DEFAULT_REPEATS})")
 
     back = sub.add_parser("backfill", parents=[common], help="measure every commit of A..B not yet measured here")
     back.add_argument("range", metavar="A..B")

@@ -1,7 +1,10 @@
 """Run a measurement on a device through its transport, with progress, into a result document."""
 from __future__ import annotations
 
+import json
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable
 
 from rich.console import Console
@@ -13,6 +16,7 @@ from harness.errors import UserError
 from harness.model.layers import LayerTable
 from harness.results.document import new_document
 from harness.runner.measure import Settings
+from harness.runner.request import request_to_json
 from harness.runner.run import RunRequest, run
 
 
@@ -42,7 +46,12 @@ class ProgressSink:
 
 def run_local(device: Device, table: LayerTable, builds: list[str], settings: Settings,
               options: dict[str, dict[str, Any]], progress: Callable[[str, str, int, int], None]) -> dict[str, Any]:
-    return run(RunRequest(table, device, builds, settings, options), progress)
+    """Each build in a process of its own, as on a remote device: a build's threads, heap and
+    process environment (builds.PROCESS_ENV) are never another build's."""
+    with tempfile.TemporaryDirectory(prefix="harness-local-") as tmp:
+        request = Path(tmp) / "request.json"
+        request.write_text(json.dumps(request_to_json(table.config.name, device, builds, settings, options, None)))
+        return run(RunRequest(table, device, builds, settings, options), progress, request_file=request)
 
 
 def transport_runner(device: Device) -> Callable[..., dict[str, Any]]:

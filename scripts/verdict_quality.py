@@ -4,7 +4,7 @@ single-layer slowdown it catches, measured with real runs on this machine (issue
 
     .venv/bin/python scripts/verdict_quality.py [--models unet,unet-tiny] [--builds A,B]
         [--comparisons 20] [--fractions 0.05,0.1,0.2,0.4] [--seed 0]
-        [--runs 3] [--repeats 10] [--warmup 2] [--out DIR]
+        [--history 4] [--runs 3] [--repeats 20] [--warmup 2] [--out DIR]
 
 A "session" is what one nightly measures for one commit: --runs independent runs
 (harness.runs: separate processes, builds interleaved). Sessions are measured one after the
@@ -44,7 +44,8 @@ from harness.builds import build_names, check_build_names  # noqa: E402
 from harness.history.compare import run_rows  # noqa: E402
 from harness.history.judging import judge_frames  # noqa: E402
 from harness.runner.testknob import ENV as KNOB  # noqa: E402
-from harness.runs import RunPlan, measure_runs  # noqa: E402
+from harness.history.verdict import MIN_LOOKBACK  # noqa: E402
+from harness.runs import DEFAULT_REPEATS, DEFAULT_RUNS, RunPlan, measure_runs  # noqa: E402
 
 CAUGHT = 0.95
 
@@ -139,12 +140,16 @@ def judge_slowed(c: Campaign, q: ModelQuality, before: pd.DataFrame, fractions: 
           + (f"; also flagged: {', '.join(others)}" if others else ""), flush=True)
 
 
-def campaign(c: Campaign, q: ModelQuality, n: int, fractions: list[float], seed: int) -> None:
-    """n rounds of: one identical-code session (a false-alarm trial), then one slowed session
-    judged against it (a sensitivity trial per fraction)."""
+def campaign(c: Campaign, q: ModelQuality, n: int, fractions: list[float], seed: int, history: int) -> None:
+    """`history` identical-code sessions first (the nights a nightly has behind it before its
+    verdicts count: the session noise needs MIN_LOOKBACK commits), then n rounds of: one
+    identical-code session (a false-alarm trial), then one slowed session judged against it
+    (a sensitivity trial per fraction)."""
     rng = random.Random(seed)
-    before = c.session()
-    c.keep(before)
+    for i in range(max(1, history)):
+        before = c.session()
+        c.keep(before)
+        print(f"  history {i + 1}/{max(1, history)} measured", flush=True)
     for i in range(n):
         before = judge_identical(c, q, before, i, n)
         judge_slowed(c, q, before, fractions, rng)
@@ -159,8 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fractions", default="0.05,0.1,0.2,0.4",
                     help="slowdowns tried; each slowed session slows one layer by each of them")
     ap.add_argument("--seed", type=int, default=0, help="which layers get slowed")
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--history", type=int, default=MIN_LOOKBACK,
+                    help=f"identical-code sessions measured before the trials (default {MIN_LOOKBACK})")
+    ap.add_argument("--runs", type=int, default=DEFAULT_RUNS)
+    ap.add_argument("--repeats", type=int, default=DEFAULT_REPEATS)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="where the sessions and summary go (default: a new temp dir)")
     args = ap.parse_args(argv)
@@ -175,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = RunPlan(args.device, model, builds, args.warmup, args.repeats, args.runs)
         session_maker = Campaign(plan, out / model)
         q = ModelQuality(model, builds)
-        campaign(session_maker, q, args.comparisons, fractions, args.seed)
+        campaign(session_maker, q, args.comparisons, fractions, args.seed, args.history)
         smallest = q.smallest_caught()
         print(f"{model}: false alarms in {q.comparisons_flagged}/{q.comparisons} comparisons "
               f"({q.series_flagged}/{q.series_judged} series; {len(q.flagged_beside_knob)} non-knob series "

@@ -9,6 +9,7 @@ import importlib
 
 from harness.builds.base import Build
 from harness.errors import UserError
+from harness.kernels.nnpack import BESIDE_OPENMP_ENV
 
 # Name -> "module:Class", in the order results and reports list them.
 REGISTRY: dict[str, str] = {
@@ -21,6 +22,10 @@ REGISTRY: dict[str, str] = {
 BASELINE = "caffe2-nnpack"
 # Builds whose module imports PyTorch: on a device without it they are unavailable, not a crash.
 NEEDS_TORCH = frozenset({"caffe2-nnpack", "torch"})
+# The environment of a build's own process (harness.runner.isolate), set before any library
+# reads it, and recorded in the build's result; a build not named keeps the defaults users get.
+# Here, not on the Build classes: the device's parent runner must not import torch to know it.
+PROCESS_ENV: dict[str, dict[str, str]] = {"caffe2-nnpack": BESIDE_OPENMP_ENV, "tvm-nnpack": BESIDE_OPENMP_ENV}
 
 
 def build_names() -> list[str]:

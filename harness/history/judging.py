@@ -7,13 +7,13 @@ judged against each other: the caller gets one line saying the machine changed i
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from harness.history.verdict import Noise, RunChange, estimate_noise, judge, run_medians
+from harness.history.verdict import Noise, RunChange, estimate_noise, geometric_mean, judge
 from harness.results.fingerprint import UNKNOWN, describe, software_changes
 
 Key = tuple[str, str]  # (build, layer)
@@ -108,24 +108,68 @@ def machine_note(a_label: str, a: pd.DataFrame, b_label: str, b: pd.DataFrame) -
     return f"machine changed between {a_label} and {b_label}: not compared ({what_a} vs {what_b})"
 
 
-def runs_by_key(frame: pd.DataFrame) -> dict[Key, np.ndarray]:
-    """(build, layer) -> run medians, one per run (file)."""
-    out: dict[Key, list[list[float]]] = {}
-    for r in _ok(frame).itertuples():
-        out.setdefault((r.build, r.layer), []).append(list(r.samples_ms))
-    return {k: run_medians(v) for k, v in out.items()}
+E2E = "(end to end)"  # the end-to-end row of run_rows (harness.history.compare)
+Shifts = dict[tuple[str, str], float]  # (file, build) -> the run's common log shift
 
 
-def history_by_key(history: pd.DataFrame, machine: str, exclude: Sequence[str]) -> dict[Key, list[np.ndarray]]:
-    """(build, layer) -> run medians per commit, in the history's order, one machine only."""
+def _run_logs(frame: pd.DataFrame) -> pd.DataFrame:
+    """file, build, layer, commit and log of the run median: one row per run x build x layer."""
+    ok = _ok(frame)
+    if ok.empty:
+        return pd.DataFrame(columns=["file", "build", "layer", "commit", "log"])
+    logs = [float(np.log(np.median(r.samples_ms))) if len(r.samples_ms) and np.median(r.samples_ms) > 0 else np.nan
+            for r in ok.itertuples()]
+    return ok[["file", "build", "layer", "commit"]].assign(log=logs).dropna(subset=["log"])
+
+
+def layer_centres(sides: Sequence[pd.DataFrame]) -> dict[Key, float]:
+    """Per (build, layer), the mean log run median over both sides: one fixed reference, so
+    every run (sides and history) is measured against the same per-layer constants."""
+    logs = pd.concat([_run_logs(f) for f in sides], ignore_index=True)
+    logs = logs[logs["layer"] != E2E]
+    return logs.groupby(["build", "layer"])["log"].mean().to_dict() if not logs.empty else {}
+
+
+def run_shifts(frame: pd.DataFrame, centres: dict[Key, float]) -> Shifts:
+    """Each run's common shift per build: the median, over its layers, of log(run median) minus
+    the layer's centre. Why: on a shared VM (and on a board whose clock or neighbours move)
+    whole runs get faster or slower together, by 15-30 % on this project's machines, and that
+    shift, not the layers' own noise, is what hid real one-layer slowdowns. A median over a
+    build's layers ignores the odd layer that really changed. What it removes is judged too:
+    the end-to-end row is never adjusted, so a change of every layer shows there."""
+    logs = _run_logs(frame)
+    logs = logs[logs["layer"] != E2E]
+    if logs.empty:
+        return {}
+    centre = np.array([centres.get((b, l), np.nan) for b, l in zip(logs["build"], logs["layer"])])
+    logs = logs.assign(dev=logs["log"].to_numpy() - centre).dropna(subset=["dev"])
+    return logs.groupby(["file", "build"])["dev"].median().to_dict()
+
+
+def runs_by_key(frame: pd.DataFrame, shifts: Shifts | None = None) -> dict[Key, np.ndarray]:
+    """(build, layer) -> run medians, one per run (file); with shifts, each layer's run median
+    divided by its run's common shift (the end-to-end row never)."""
+    out: dict[Key, list[float]] = {}
+    for r in _run_logs(frame).itertuples():
+        shift = (shifts or {}).get((r.file, r.build), 0.0) if r.layer != E2E else 0.0
+        out.setdefault((r.build, r.layer), []).append(float(np.exp(r.log - shift)))
+    return {k: np.array(v, float) for k, v in out.items()}
+
+
+def history_by_key(history: pd.DataFrame, machine: str, exclude: Sequence[str],
+                   centres: dict[Key, float] | None = None) -> dict[Key, list[np.ndarray]]:
+    """(build, layer) -> run medians per commit, in the history's order, one machine only;
+    with centres, adjusted for each run's common shift as the sides are."""
     frame = _quiet(_ok(history))
     if frame.empty:
         return {}
     frame = frame[(frame["hardware_hash"] == machine) & ~frame["commit"].isin(list(exclude))]
-    out: dict[Key, dict[str, list[list[float]]]] = {}
-    for r in frame.itertuples():
-        out.setdefault((r.build, r.layer), {}).setdefault(r.commit, []).append(list(r.samples_ms))
-    return {k: [run_medians(runs) for runs in per.values()] for k, per in out.items()}
+    shifts = run_shifts(frame, centres) if centres is not None else None
+    out: dict[Key, dict[str, list[float]]] = {}
+    for r in _run_logs(frame).itertuples():
+        shift = (shifts or {}).get((r.file, r.build), 0.0) if r.layer != E2E else 0.0
+        out.setdefault((r.build, r.layer), {}).setdefault(r.commit, []).append(float(np.exp(r.log - shift)))
+    return {k: [np.array(runs, float) for runs in per.values()] for k, per in out.items()}
 
 
 def _software(frame: pd.DataFrame) -> dict:
@@ -146,12 +190,19 @@ def judge_frames(a_label: str, a: pd.DataFrame, b_label: str, b: pd.DataFrame,
     a, b = _quiet(a), _quiet(b)
     machine = machines(_ok(a))[0]
     exclude = list(dict.fromkeys([*a["commit"], *b["commit"]]))
-    past = history_by_key(history if history is not None else pd.DataFrame(), machine, exclude)
-    before, after = runs_by_key(a), runs_by_key(b)
+    # Two builds of one session (same_session) differ as a whole on purpose: never adjusted.
+    centres = None if same_session else layer_centres([a, b])
+    shifts_a = run_shifts(a, centres) if centres is not None else None
+    shifts_b = run_shifts(b, centres) if centres is not None else None
+    past = history_by_key(history if history is not None else pd.DataFrame(), machine, exclude, centres)
+    before, after = runs_by_key(a, shifts_a), runs_by_key(b, shifts_b)
+    raw_before, raw_after = (runs_by_key(a), runs_by_key(b)) if centres is not None else (before, after)
     judged = []
     for key in [k for k in before if k in after]:
         noise = estimate_noise(past.get(key, []), [before[key], after[key]])
         change = judge(before[key], after[key], noise, threshold, alpha, same_session)
+        # what is shown is what was measured: the raw geometric means of the run medians
+        change = replace(change, before_ms=geometric_mean(raw_before[key]), after_ms=geometric_mean(raw_after[key]))
         judged.append(Judged(*key, change, noise))
     return Judgement(a_label, b_label, judged, None, software_changes(_software(a), _software(b)), left_out)
 

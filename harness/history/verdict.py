@@ -90,6 +90,10 @@ def run_medians(runs: Sequence[Sequence[float]]) -> np.ndarray:
     return np.array([float(np.median(r)) for r in runs if len(r)], float)
 
 
+def geometric_mean(values: np.ndarray) -> float:
+    return float(np.exp(np.log(values).mean()))
+
+
 def _shrunk(prior: float, ss: float, df: float) -> tuple[float, float]:
     """(sd, df) of a scaled-inverse-chi^2 posterior: prior sd with PRIOR_DF, data ss with df."""
     total = PRIOR_DF + df
@@ -173,5 +177,5 @@ def judge(before: np.ndarray, after: np.ndarray, noise: Noise, threshold: float 
     verdict: Verdict = "same"
     if p < alpha and abs(ratio - 1) >= threshold and not low <= 1 <= high:
         verdict = "slower" if ratio > 1 else "faster"
-    return RunChange(float(np.exp(np.log(before).mean())), float(np.exp(np.log(after).mean())),
+    return RunChange(geometric_mean(before), geometric_mean(after),
                      ratio, p, verdict, low, high, band, int(before.size), int(after.size))

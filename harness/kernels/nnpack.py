@@ -18,6 +18,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# The process environment of a build that runs NNPACK (Build.process_env). NNPACK runs on its
+# own pthreadpool, beside PyTorch's OpenMP pool (pooling, resize, add). libgomp's workers spin
+# for a while after each parallel region, and where there are as many cores as threads they
+# steal the cores NNPACK's threads need: measured on 2 cores, the UNet's NNPACK layers ran up
+# to 2x slower, in a mix that changed from run to run (caffe2-nnpack e2e 92-98 ms against
+# 72-76 ms with OMP_WAIT_POLICY=PASSIVE). Caffe2 ran NNPACK on its one pool with nothing
+# spinning beside it. Stock `torch` keeps the default: it is faster with spinning (57 against
+# 62 ms), and it is what users get.
+BESIDE_OPENMP_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+
 _ALIGN = 64  # NNPACK rejects workspaces not aligned to a cache line (misaligned_buffer)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from harness.history.command import add_significance_arguments
+from harness.runs import DEFAULT_REPEATS, DEFAULT_RUNS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -11,10 +12,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="devices to run on (default: devices.yaml's default)")
     parser.add_argument("--model", default="unet", help="model preset (default unet)")
     parser.add_argument("--builds", default=None, metavar="A,B", help="builds (default: every registered build)")
-    parser.add_argument("--repeats", type=int, default=10, help="timed passes per build (default 10)")
+    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
+                        help=f"timed passes per build (default {DEFAULT_REPEATS})")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up passes per build (default 2)")
-    parser.add_argument("--runs", type=int, default=3,
-                        help="independent runs per commit, each a separate process (default 3); "
+    parser.add_argument("--runs", type=int, default=DEFAULT_RUNS,
+                        help=f"independent runs per commit, each a separate process (default {DEFAULT_RUNS}); "
                              "verdicts judge runs, not samples")
     parser.add_argument("--no-report", action="store_true", help="skip the per-layer HTML report")
     add_significance_arguments(parser)

@@ -9,7 +9,7 @@ environment through to benchmark processes (`harness nightly` sets them):
     HARNESS_MODEL         model preset (default: unet)
     HARNESS_BUILDS        comma-separated builds (default: every registered build)
     HARNESS_DEVICES_FILE  devices file (default: devices.yaml at the repository root)
-    HARNESS_REPEATS, HARNESS_WARMUP   timed and warm-up passes (default 10 and 2)
+    HARNESS_REPEATS, HARNESS_WARMUP   timed and warm-up passes (default 20 and 2)
     HARNESS_RUNS          independent runs (default 3, harness.runs)
 
 The measurement is HARNESS_RUNS independent `harness run` processes (harness.runs: builds in
@@ -53,7 +53,7 @@ def config_from_env(env: dict[str, str] | None = None) -> SuiteConfig:
                        model=env.get("HARNESS_MODEL") or DEFAULT_MODEL,
                        builds=check_build_names(builds or build_names()),
                        warmup=int(env.get("HARNESS_WARMUP", "2")),
-                       repeats=int(env.get("HARNESS_REPEATS", "10")),
+                       repeats=int(env.get("HARNESS_REPEATS", str(DEFAULT_REPEATS))),
                        devices_file=env.get("HARNESS_DEVICES_FILE") or None,
                        runs=int(env.get("HARNESS_RUNS", str(DEFAULT_RUNS))))
 

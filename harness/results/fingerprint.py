@@ -118,9 +118,11 @@ def make_fingerprint(hardware: dict[str, Any] | None, software: dict[str, Any]) 
     return {"hardware": hardware, "hardware_hash": hardware_hash(hardware), "software": software}
 
 
-def collect_fingerprint(device: Device) -> dict[str, Any]:
-    """The fingerprint of the machine this code runs on (the device, in the on-device runner)."""
-    return make_fingerprint(collect_hardware(device), collect_software())
+def collect_fingerprint(device: Device, measured_with: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The fingerprint of the machine this code runs on (the device, in the on-device runner);
+    measured_with: software settings of the measurement itself (the allocator), which move
+    times like a library version does."""
+    return make_fingerprint(collect_hardware(device), {**collect_software(), **(measured_with or {})})
 
 
 def from_config(device: Device) -> dict[str, Any]:

@@ -14,8 +14,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Callable
 
 CRASH_HINTS = {
     # PyPI's torch 2.13.0 for aarch64 (the CUDA build) uses ARMv8.1 LSE atomics in
@@ -54,8 +55,9 @@ def signal_message(build: str, returncode: int, torch_loaded: bool) -> str:
     return f"the build's process died of {name}" + (f": {hint}" if hint else "")
 
 
-def child_env() -> dict[str, str]:
-    """The parent's environment, with the harness importable (the device runs it from a zip)."""
+def child_env(build_env: dict[str, str], runtime_only: bool) -> dict[str, str]:
+    """The parent's environment with the harness importable (the device runs it from a zip)
+    and the build's own process environment (builds.PROCESS_ENV) on top."""
     import harness  # noqa: PLC0415
 
     root = str(Path(harness.__file__).resolve().parents[1]) if ".zip" not in harness.__file__ \
@@ -63,27 +65,53 @@ def child_env() -> dict[str, str]:
     path = os.environ.get("PYTHONPATH", "")
     # A device only loads modules the host compiled: TVM's runtime library alone is enough, and
     # loading it instead of the compiler halves `import tvm` on a slow core (39 s vs 67 s
-    # under qemu on a Cortex-A76). Children are isolated only on devices (request files).
-    return {"TVM_USE_RUNTIME_LIB": "1", **os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
+    # under qemu on a Cortex-A76). A local run's children compile, so they need the compiler.
+    runtime = {"TVM_USE_RUNTIME_LIB": "1"} if runtime_only else {}
+    return {**runtime, **os.environ, **build_env,
+            "PYTHONPATH": root + (os.pathsep + path if path else "")}
 
 
-def run_isolated(build: str, request: Path, reference: Path, timeout_s: float | None,
-                 needs_torch: bool) -> dict[str, Any] | str:
+def forward_progress(stream: IO[str], progress: Callable[[str, str, int, int], None]) -> None:
+    """The child's stderr: its progress lines go to the parent's progress, the rest through."""
+    for line in stream:
+        try:
+            found = json.loads(line) if line.startswith("{") else None
+        except ValueError:
+            found = None
+        if isinstance(found, dict) and isinstance(found.get("progress"), list) and len(found["progress"]) == 4:
+            progress(*found["progress"])
+        else:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+
+
+def run_isolated(build: str, request: Path, reference: Path, timeout_s: float | None, needs_torch: bool,
+                 build_env: dict[str, str], runtime_only: bool,
+                 progress: Callable[[str, str, int, int], None]) -> dict[str, Any] | str:
     """The build's record from a child process, or why there is none (a one-line message)."""
     with tempfile.TemporaryDirectory(prefix="harness-build-") as tmp:
         out = Path(tmp) / "record.json"
         argv = [sys.executable, "-m", "harness.runner", "--request", str(request), "--only", build,
                 "--reference", str(reference), "--output", str(out)]
         try:
-            done = subprocess.run(argv, env=child_env(), stdout=subprocess.DEVNULL, timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            return f"the build's process did not finish within {timeout_s:g} s and was killed"
+            child = subprocess.Popen(argv, env=child_env(build_env, runtime_only), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True, errors="replace")
         except OSError as exc:
             return f"could not start the build's process ({sys.executable}): {exc}"
-        if done.returncode < 0:
-            return signal_message(build, done.returncode, needs_torch)
-        if done.returncode != 0 or not out.exists():
-            return f"the build's process exited with status {done.returncode} and wrote no record"
+        reader = threading.Thread(target=forward_progress, args=(child.stderr, progress), daemon=True)
+        reader.start()
+        try:
+            returncode = child.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+            return f"the build's process did not finish within {timeout_s:g} s and was killed"
+        finally:
+            reader.join(timeout=5)
+        if returncode < 0:
+            return signal_message(build, returncode, needs_torch)
+        if returncode != 0 or not out.exists():
+            return f"the build's process exited with status {returncode} and wrote no record"
         try:
             record = json.loads(out.read_text())
         except ValueError:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness.builds import NEEDS_TORCH, get_build
+from harness.builds import NEEDS_TORCH, PROCESS_ENV, get_build
 from harness.builds.base import Build, BuildContext, relative_error
 from harness.devices.bandwidth import measure_memory_bandwidth
 from harness.devices.config import Device
@@ -25,6 +25,7 @@ from harness.devices.state import collect_state
 from harness.model.layers import LayerTable
 from harness.model.weights import make_input, make_weights
 from harness.results.fingerprint import collect_fingerprint, installed_versions
+from harness.runner.allocator import describe as describe_allocator, keep_heap
 from harness.runner.measure import Settings, measure, steps
 from harness.timestamps import utc_now
 from harness.runner.deps import has_module, install_hint, missing_message
@@ -133,9 +134,9 @@ def run_build(build: Build, req: RunRequest, weights, x: np.ndarray, ref: np.nda
     return record
 
 
-def environment() -> dict[str, Any]:
+def environment(allocator: dict[str, Any]) -> dict[str, Any]:
     return {"python": platform.python_version(), "numpy": np.__version__, "hostname": platform.node(),
-            **installed_versions(("torch", "tvm"))}
+            **installed_versions(("torch", "tvm")), "allocator": allocator}
 
 
 TORCH_MISSING = "unavailable: torch is not installed on the device; install it: " + install_hint("torch")
@@ -153,20 +154,26 @@ def in_process_record(name: str, req: RunRequest, weights, x: np.ndarray, ref: n
         return failed_record(name, detail)
 
 
-def isolated_record(name: str, req: RunRequest, request_file: Path, reference_file: Path) -> dict[str, Any]:
-    """Run one build in a child process (harness.runner.isolate); its crash is its record."""
+def isolated_record(name: str, req: RunRequest, request_file: Path, reference_file: Path,
+                    progress: Progress) -> dict[str, Any]:
+    """Run one build in a child process (harness.runner.isolate) with its own process
+    environment (builds.PROCESS_ENV, recorded); its crash is its record."""
     from harness.runner.isolate import run_isolated  # noqa: PLC0415
 
     if name in NEEDS_TORCH and not has_module("torch"):
         return failed_record(name, TORCH_MISSING)
-    out = run_isolated(name, request_file, reference_file, req.device.command_timeout_s, name in NEEDS_TORCH)
-    return out if isinstance(out, dict) else failed_record(name, out)
+    env = PROCESS_ENV.get(name, {})
+    out = run_isolated(name, request_file, reference_file, req.device.command_timeout_s, name in NEEDS_TORCH,
+                       env, req.artifacts is not None, progress)
+    record = out if isinstance(out, dict) else failed_record(name, out)
+    return {**record, "process_env": dict(env)}
 
 
 def run_one(req: RunRequest, name: str, reference_file: Path | None, progress: Progress) -> dict[str, Any]:
     """The child process's job: one build's record, in this process."""
     if reference_file is not None:
         req.reference_file = reference_file
+    keep_heap()  # as the parent did: the same heap in every build's process
     weights = make_weights(req.table)
     x = make_input(req.table)
     return in_process_record(name, req, weights, x, load_reference(req, weights, x), progress)
@@ -178,6 +185,7 @@ def run(req: RunRequest, progress: Progress | None = None, request_file: Path | 
     With `request_file` (the JSON this request came from, on a device) each build runs in its
     own process, so one build's crash never takes the others down."""
     progress = progress or (lambda *a: None)
+    allocator = keep_heap()  # before anything large is allocated
     weights = make_weights(req.table)
     x = make_input(req.table)
     ref = load_reference(req, weights, x)
@@ -187,16 +195,16 @@ def run(req: RunRequest, progress: Progress | None = None, request_file: Path | 
     with tempfile.TemporaryDirectory(prefix="harness-ref-") as tmp:
         ref_file = req.reference_file or save_reference(Path(tmp) / "reference.npy", ref)
         for name in req.builds:
-            record = (isolated_record(name, req, request_file, ref_file) if request_file
+            record = (isolated_record(name, req, request_file, ref_file, progress) if request_file
                       else in_process_record(name, req, weights, x, ref, progress))
             progress(name, record["status"], 0, 0)
             builds.append(record)
     return {"started_utc": started,
             "system": {"before": before.to_json(), "after": collect_state().to_json(),
                        "memory_bandwidth": measure_memory_bandwidth(req.device.cores)},  # roofline ceiling
-            "environment": environment(),
+            "environment": environment(allocator),
             # after the builds ran, so the versions of the libraries they imported are known
-            "fingerprint": collect_fingerprint(req.device),
+            "fingerprint": collect_fingerprint(req.device, {"allocator": describe_allocator(allocator)}),
             "settings": {"warmup": req.settings.warmup, "repeats": req.settings.repeats,
                          "threads": req.device.cores},
             "builds": builds}
