@@ -121,15 +121,16 @@ class Step:
 def _judge(plan: RunPlan, device: Device, good: str, commit: str, build: str, layer: str,
            threshold: float, alpha: float, results_dir: Path) -> RunChange:
     history = load_history(device.name, plan.model, results_dir)
-    rows = history[(history["build"] == build) & (history["layer"] == layer)]
+    # the build's every layer: they give each run's common shift; only the one layer is judged
+    rows = history[history["build"] == build]
     machine = local_machine(device)
     if machine is not None:
         rows = rows[rows["hardware_hash"] == machine]
     a, b = rows[rows["commit"] == good], rows[rows["commit"] == commit]
-    if a.empty or b.empty:
+    if a[a["layer"] == layer].empty or b[b["layer"] == layer].empty:
         raise UserError(f"no successful {build} {layer} results for {good[:12]} and {commit[:12]}: "
                         f"check --build and --layer")
-    judgement = judge_frames(good[:12], a, commit[:12], b, rows, threshold, alpha)
+    judgement = judge_frames(good[:12], a, commit[:12], b, rows, threshold, alpha, series=[(build, layer)])
     if judgement.machine_note:
         raise UserError(judgement.machine_note)
     return judgement.judged[0].change

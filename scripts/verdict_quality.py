@@ -22,6 +22,13 @@ from, as nightlies do. The campaign is --comparisons rounds of:
    >= 95 % of trials; and any layer without a knob that was flagged. A knob session is not
    added to the history (it is not the code's time).
 
+Both are judged as `harness nightly` judges: against the session before, the baseline pooled
+over its level in the history, alpha split over the series, and a flag confirmed by a second
+session of the same code (and knob) pooled in (--no-confirm: not).
+
+`--replay --out DIR` measures nothing: it judges DIR's stored sessions again with today's
+verdict code (the seed draws the same layers from the same medians) into DIR/replayed.json.
+
 This is a benchmark, not a test: it prints the figures and writes them, with every session's
 raw result files, under --out. `--comparisons 1 --fractions 0.5 --models unet-tiny --builds
 torch --runs 2 --repeats 3` checks that it works in a minute.
@@ -35,19 +42,21 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd  # noqa: E402
 
 from harness.builds import build_names, check_build_names  # noqa: E402
-from harness.history.compare import run_rows  # noqa: E402
+from harness.history.compare import E2E, run_rows  # noqa: E402
 from harness.history.judging import judge_frames  # noqa: E402
 from harness.runner.testknob import ENV as KNOB  # noqa: E402
 from harness.history.verdict import MIN_LOOKBACK  # noqa: E402
 from harness.runs import DEFAULT_REPEATS, DEFAULT_RUNS, RunPlan, measure_runs  # noqa: E402
 
 CAUGHT = 0.95
+ROLE = "role.txt"  # in a session's folder: "confirmation" when it re-measured a flagged session
 
 
 @dataclass
@@ -56,6 +65,7 @@ class ModelQuality:
     builds: list[str]
     comparisons: int = 0
     comparisons_flagged: int = 0
+    first_session_flagged: int = 0  # comparisons whose first session flagged something (before confirming)
     series_judged: int = 0
     series_flagged: int = 0
     flagged: list[str] = field(default_factory=list)
@@ -72,34 +82,63 @@ class ModelQuality:
 
 
 class Campaign:
-    """Sessions of one model, measured in order, with the history they build up."""
+    """Sessions of one model, measured in order (or replayed from an earlier campaign's raw
+    files: the same draws, judged by today's verdict code), with the history they build up."""
 
-    def __init__(self, plan: RunPlan, out: Path):
-        self.plan, self.out, self.history = plan, out, pd.DataFrame()
+    def __init__(self, plan: RunPlan, out: Path, replay: bool = False, confirm: bool = True):
+        self.plan, self.out, self.history, self.replay, self.confirm = plan, out, pd.DataFrame(), replay, confirm
         self.count = 0
 
-    def session(self, knob: str | None = None) -> pd.DataFrame:
+    def session(self, knob: str | None = None, confirmation: bool = False) -> pd.DataFrame | None:
+        """The next session's rows; a confirmation is marked as one in its folder, so that a
+        replay finds it where it was measured (and skips one its verdict no longer asks for).
+        None: a replayed confirmation that was never measured."""
         self.count += 1
         where = self.out / f"session{self.count:03d}"
-        env = {KNOB: knob or ""}
-        paths = measure_runs(self.plan, results_dir=where, extra_env=env)
+        if self.replay:
+            if (where / ROLE).is_file() and not confirmation:  # the original verdict asked for one
+                return self.session(knob)
+            if confirmation and not (where / ROLE).is_file():
+                self.count -= 1
+                return None
+            paths = sorted(where.rglob("*.json"))
+            if not paths:
+                raise SystemExit(f"--replay: no stored session {where}")
+        else:
+            paths = measure_runs(self.plan, results_dir=where, extra_env={KNOB: knob or ""})
+            if confirmation:
+                (where / ROLE).write_text("confirmation\n")
         # Each session is a "commit" of its own: identical code, measured at another time.
-        rows = run_rows(paths).assign(commit=f"session{self.count:03d}")
-        return rows
+        return run_rows(paths).assign(commit=f"session{self.count:03d}")
+
+    def judged(self, before: pd.DataFrame, knob: str | None = None) -> tuple[pd.DataFrame, Any, int]:
+        """(the session's rows, its judgement, how many series its first session flagged): a
+        flag is confirmed as the nightly does, by a second session of the same code (and knob)
+        pooled in (harness.nightly.nightly.confirm)."""
+        current = self.session(knob)
+        j = self.judge(before, current)
+        first = len(j.regressions)
+        if first and self.confirm:
+            extra = self.session(knob, confirmation=True)
+            if extra is not None:
+                current = pd.concat([current, extra.assign(commit=current["commit"].iloc[0])], ignore_index=True)
+                j = self.judge(before, current)
+        return current, j, first
 
     def keep(self, rows: pd.DataFrame) -> None:
         self.history = pd.concat([self.history, rows], ignore_index=True) if not self.history.empty else rows
 
     def judge(self, before: pd.DataFrame, after: pd.DataFrame):
-        return judge_frames("before", before, "after", after, self.history)
+        # as the nightly judges: the history is the ancestry, the baseline pooled over its level
+        return judge_frames("before", before, "after", after, self.history, pool_baseline=True)
 
 
 def judge_identical(c: Campaign, q: ModelQuality, before: pd.DataFrame, i: int, n: int) -> pd.DataFrame:
     """A session of the unchanged code, judged against the one before: any flag is a false alarm.
     It then joins the history, as a nightly's would."""
-    current = c.session()
-    j = c.judge(before, current)
+    current, j, first = c.judged(before)
     q.comparisons += 1
+    q.first_session_flagged += bool(first)
     q.series_judged += len(j.judged)
     q.series_flagged += len(j.regressions)
     q.comparisons_flagged += bool(j.regressions)
@@ -112,7 +151,7 @@ def judge_identical(c: Campaign, q: ModelQuality, before: pd.DataFrame, i: int, 
 
 
 def layer_medians(rows: pd.DataFrame, build: str) -> dict[str, float]:
-    ok = rows[(rows["status"] == "ok") & (rows["build"] == build) & (rows["layer"] != "(end to end)")]
+    ok = rows[(rows["status"] == "ok") & (rows["build"] == build) & (rows["layer"] != E2E)]
     return ok.groupby("layer")["median_ms"].median().to_dict()
 
 
@@ -127,13 +166,15 @@ def judge_slowed(c: Campaign, q: ModelQuality, before: pd.DataFrame, fractions: 
     medians = layer_medians(before, build)
     chosen = dict(zip(rng.sample(sorted(medians), len(fractions)), fractions))
     knob = ",".join(f"{layer}={medians[layer] * f:.6f}" for layer, f in chosen.items())
-    j = c.judge(before, c.session(knob))
-    q.knobs[f"session{c.count:03d}"] = chosen
+    name = f"session{c.count + 1:03d}"
+    _, j, _ = c.judged(before, knob)
+    q.knobs[name] = chosen
     flagged = {(r.build, r.layer) for r in j.regressions}
     for layer, fraction in chosen.items():
         q.sensitivity.setdefault(str(fraction), []).append((build, layer) in flagged)
     # every build runs the knob's wait, so only layers without one can be false flags here
-    others = sorted(f"{b} {layer}" for b, layer in flagged if layer not in chosen)
+    # (the end-to-end row contains the slowed layers: its flag is a true one)
+    others = sorted(f"{b} {layer}" for b, layer in flagged if layer not in chosen and layer != E2E)
     q.flagged_beside_knob += others
     print("  slowed " + ", ".join(f"{layer} +{f:.0%} {'caught' if (build, layer) in flagged else 'MISSED'}"
                                   for layer, f in chosen.items())
@@ -170,8 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=DEFAULT_REPEATS)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="where the sessions and summary go (default: a new temp dir)")
+    ap.add_argument("--no-confirm", action="store_true", help="judge flags from one session as they are")
+    ap.add_argument("--replay", action="store_true",
+                    help="measure nothing: judge the sessions stored under --out again, with the same "
+                         "options and seed (after a change of the verdict code)")
     args = ap.parse_args(argv)
     builds = check_build_names([b for b in (args.builds or "").split(",") if b] or build_names())
+    if args.replay and args.out is None:
+        ap.error("--replay needs --out: the campaign's folder")
     out = args.out or Path(tempfile.mkdtemp(prefix="verdict-quality-"))
     fractions = [float(f) for f in args.fractions.split(",")]
     summary = []
@@ -180,17 +227,18 @@ def main(argv: list[str] | None = None) -> int:
               f"one layer each by {', '.join(f'+{f:.0%}' for f in fractions)} ({args.runs} runs a session)",
               flush=True)
         plan = RunPlan(args.device, model, builds, args.warmup, args.repeats, args.runs)
-        session_maker = Campaign(plan, out / model)
+        session_maker = Campaign(plan, out / model, args.replay, not args.no_confirm)
         q = ModelQuality(model, builds)
         campaign(session_maker, q, args.comparisons, fractions, args.seed, args.history)
         smallest = q.smallest_caught()
         print(f"{model}: false alarms in {q.comparisons_flagged}/{q.comparisons} comparisons "
+              f"({q.first_session_flagged} before confirmation) "
               f"({q.series_flagged}/{q.series_judged} series; {len(q.flagged_beside_knob)} non-knob series "
               f"flagged in slowed sessions); smallest one-layer slowdown caught "
               f">= {CAUGHT:.0%}: {f'+{smallest:.0%}' if smallest is not None else 'none of those tried'}; "
               + "; ".join(f"+{float(f):.0%}: {sum(h)}/{len(h)}" for f, h in q.sensitivity.items()), flush=True)
         summary.append({**asdict(q), "smallest_caught": smallest})
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (out / ("replayed.json" if args.replay else "summary.json")).write_text(json.dumps(summary, indent=1) + "\n")
     print(f"summary and raw sessions in {out}")
     return 0
 

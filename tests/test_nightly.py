@@ -180,6 +180,9 @@ def test_nightly_fails_naming_exactly_the_slowed_layer(scratch):
     assert f"machine changed between {c3[:12]} and {c4[:12]}: not compared" in out
     assert f"compared {c4[:12]} with its nearest measured ancestor {c2[:12]}" in last
     assert re.search(rf"moved: torch {re.escape(SLOW)} \+[\d.]+% \(slower\)$", last)
+    # flagged after one session, so measured again: the flag held with both sessions pooled
+    assert f"measuring {c4[:12]} again to confirm" in out
+    assert f"confirmation: 1 series flagged after one session of {c4[:12]}, 1 with a second session pooled in" in out
 
 
 def test_asv_machine_is_per_fingerprint_in_the_repository(scratch):
@@ -195,9 +198,10 @@ def test_asv_machine_is_per_fingerprint_in_the_repository(scratch):
 def test_each_nightly_stored_its_runs_under_its_commit(scratch):
     c1, c2, c3, c4 = scratch.commits
     commits = [json.loads(p.read_text())["harness"]["commit"] for p in scratch.runs()]
-    assert sorted(commits) == sorted([c1] * (RUNS + 1) + [c2] * RUNS + [c3] + [c4] * RUNS)
+    # c4's flag was confirmed by a second session of c4: its runs twice
+    assert sorted(commits) == sorted([c1] * (RUNS + 1) + [c2] * RUNS + [c3] + [c4] * RUNS * 2)
     groups = [json.loads(p.read_text()).get("run_group") for p in scratch.runs() if p != scratch.foreign]
-    assert sorted(g["index"] for g in groups if g) == sorted(list(range(RUNS)) * 3)
+    assert sorted(g["index"] for g in groups if g) == sorted(list(range(RUNS)) * 4)
 
 
 def _flagged_layers(asv_compare_output: str) -> set[str]:

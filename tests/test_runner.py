@@ -100,3 +100,47 @@ def test_a_failing_build_is_recorded_and_the_others_complete(extra_builds):
     assert "exceeds the tolerance" in by_name["wrong"]["message"]
     assert by_name["wrong"]["max_rel_error"] == pytest.approx(0.01, rel=1e-3)
     assert out["system"]["before"] and out["system"]["after"]
+
+
+def test_each_local_build_runs_in_its_own_process_with_its_environment(tiny_result):
+    """Local runs isolate builds as devices do: the NNPACK build's OpenMP workers sleep, stock
+    torch keeps the defaults, and both are recorded; the heap setting is in the environment
+    and the fingerprint's software (a change of it annotates the history)."""
+    import json  # noqa: PLC0415
+
+    doc = json.loads(tiny_result.read_text())
+    assert {b["name"]: b["process_env"] for b in doc["builds"]} == {
+        "caffe2-nnpack": {"OMP_WAIT_POLICY": "PASSIVE"}, "torch": {}}
+    assert doc["environment"]["allocator"]["kind"] == "glibc-kept-heap"
+    assert doc["fingerprint"]["software"]["allocator"] == "glibc-kept-heap"
+
+
+def test_keep_heap_sets_both_glibc_thresholds():
+    from harness.runner.allocator import MMAP_THRESHOLD, TRIM_THRESHOLD, keep_heap  # noqa: PLC0415
+
+    found = keep_heap()
+    assert found == {"kind": "glibc-kept-heap", "glibc": found["glibc"], "mmap_threshold": MMAP_THRESHOLD,
+                     "trim_threshold": TRIM_THRESHOLD}
+
+
+def test_child_environment_puts_the_build_env_on_top_and_the_runtime_lib_only_on_devices(monkeypatch):
+    from harness.runner.isolate import child_env  # noqa: PLC0415
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.delenv("TVM_USE_RUNTIME_LIB", raising=False)
+    device = child_env({"OMP_WAIT_POLICY": "PASSIVE"}, runtime_only=True)
+    local = child_env({}, runtime_only=False)
+    assert device["OMP_WAIT_POLICY"] == "PASSIVE" and device["TVM_USE_RUNTIME_LIB"] == "1"
+    assert local["OMP_WAIT_POLICY"] == "ACTIVE" and "TVM_USE_RUNTIME_LIB" not in local  # local children compile
+
+
+def test_a_child_s_progress_lines_reach_the_parent_and_other_lines_pass_through(capsys):
+    import io  # noqa: PLC0415
+
+    from harness.runner.isolate import forward_progress  # noqa: PLC0415
+
+    seen = []
+    stream = io.StringIO('{"progress": ["torch", "measure", 2, 5]}\nwarning: slow\n{"progress": [1]}\n{not json\n')
+    forward_progress(stream, lambda *a: seen.append(a))
+    assert seen == [("torch", "measure", 2, 5)]
+    assert capsys.readouterr().err == 'warning: slow\n{"progress": [1]}\n{not json\n'

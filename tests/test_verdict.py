@@ -90,3 +90,71 @@ def test_one_run_a_side_without_history_needs_a_big_change():
     one, two = np.array([1.0]), np.array([1.2])
     assert judge(one, two, estimate_noise([], [one, two])).verdict == "same"
     assert judge(one, np.array([2.07]), estimate_noise([], [one, two])).verdict == "slower"
+
+
+# --- frame level: each layer judged beyond its run's common shift (harness.history.judging) ---
+
+LAYERS = [f"layer{i}" for i in range(20)]
+
+
+def _runs(rng: np.random.Generator, label: str, runs: int, slow: dict[str, float] | None = None,
+          run_shift: float = 0.15, layer_noise: float = 0.01) -> "pd.DataFrame":
+    """Rows of `runs` runs of one commit: every layer of a run shares that run's shift (a VM
+    whose clock or neighbours move), on top of small layer noise; `slow` slows layers."""
+    import pandas as pd  # noqa: PLC0415
+
+    rows = []
+    for i in range(runs):
+        shift = np.exp(rng.normal(0, run_shift))
+        for j, layer in enumerate(LAYERS):
+            ms = (1 + j) * shift * (1 + (slow or {}).get(layer, 0.0))
+            samples = list(ms * np.exp(rng.normal(0, layer_noise, 10)))
+            rows.append({"file": f"{label}-{i}", "commit": label, "build": "torch", "layer": layer,
+                         "status": "ok", "complete": True, "samples_ms": samples,
+                         "hardware_hash": "0123456789abcdef", "hardware": {}, "software": {}, "busy": False})
+        rows.append({**rows[-1], "layer": "(end to end)", "samples_ms": [sum(r["samples_ms"][0] for r in rows[-len(LAYERS):])] * 10})
+    return pd.DataFrame(rows)
+
+
+def test_a_one_layer_slowdown_is_caught_through_whole_run_shifts():
+    """Runs that move +-15 % together hide a 10 % slowdown from a raw run-level test; judged
+    beyond each run's common shift, only the slowed layer is flagged."""
+    import pandas as pd  # noqa: PLC0415
+
+    from harness.history.judging import judge_frames  # noqa: PLC0415
+
+    rng = np.random.default_rng(20)
+    past = pd.concat([_runs(rng, f"c{k}", 3) for k in range(6)], ignore_index=True)
+    before, after = _runs(rng, "c6", 3), _runs(rng, "c7", 3, slow={"layer7": 0.10})
+    j = judge_frames("c6", before, "c7", after, past)
+    assert [(r.layer, r.change.verdict) for r in j.moved] == [("layer7", "slower")]
+    slowed = next(r for r in j.judged if r.layer == "layer7")
+    assert 0.07 < slowed.change.effect < 0.13
+    # what is shown is measured: the raw geometric means of the run medians, not adjusted ones
+    raw = [np.exp(np.mean([np.log(np.median(s)) for s in f[f.layer == "layer7"].samples_ms])) for f in (before, after)]
+    assert (slowed.change.before_ms, slowed.change.after_ms) == pytest.approx(raw)
+
+
+def test_identical_code_under_whole_run_shifts_stays_quiet():
+    import pandas as pd  # noqa: PLC0415
+
+    from harness.history.judging import judge_frames  # noqa: PLC0415
+
+    rng = np.random.default_rng(21)
+    frames = [_runs(rng, f"c{k}", 3) for k in range(26)]
+    flagged = 0
+    for k in range(6, 26):
+        j = judge_frames(f"c{k - 1}", frames[k - 1], f"c{k}", frames[k], pd.concat(frames[:k - 1]))
+        flagged += len(j.regressions)
+    assert flagged <= 2  # 20 comparisons x 21 series at alpha 1 %: ~2 expected by chance at most
+
+
+def test_two_builds_of_one_session_are_not_adjusted():
+    """compare_builds judges two builds of the same runs: their whole difference is the point."""
+    from harness.history.judging import judge_frames  # noqa: PLC0415
+
+    rng = np.random.default_rng(22)
+    fast = _runs(rng, "r", 3, run_shift=0.0)
+    slow = fast.assign(samples_ms=[[x * 1.5 for x in s] for s in fast.samples_ms])
+    j = judge_frames("a", fast, "b", slow, None, same_session=True)
+    assert {r.change.verdict for r in j.judged} == {"slower"}

@@ -31,7 +31,8 @@ def add_significance_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=_number(0, math.inf), default=0.05, metavar="F",
                         help="smallest relative change of a median that counts (default 0.05 = 5%%)")
     parser.add_argument("--alpha", type=_number(0, 1), default=0.01, metavar="P",
-                        help="significance level of the run-level test (default 0.01)")
+                        help="false-alarm rate of one comparison, split over the build x layer series it "
+                             "judges (default 0.01)")
 
 
 def add_selection_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,12 +17,9 @@ import jinja2
 import pandas as pd
 
 from harness.errors import UserError
-from harness.history.judging import Judged, Judgement, judge_frames
+from harness.history.judging import E2E, Judged, Judgement, judge_frames
 from harness.history.verdict import RunChange
 from harness.results.frame import e2e_frame, layers_frame
-
-E2E = "(end to end)"
-
 
 @dataclass(frozen=True)
 class Row:
@@ -44,6 +41,7 @@ class Table:
     rows: list[Row]
     note: str | None = None  # machine changed / not an ancestor: said above the table
     software: tuple[str, ...] = ()
+    adjusted: bool = False  # layers judged beyond their run's common shift (judging.run_shifts)
 
     @property
     def regressions(self) -> list[Row]:
@@ -66,7 +64,7 @@ def _table(judgement: Judgement, threshold: float, alpha: float, note: str | Non
     rows = [Row(j.build, j.layer, j.change) for j in judgement.judged]
     return Table(judgement.a, judgement.b, threshold, alpha, rows,
                  "; ".join(filter(None, [judgement.machine_note or note, judgement.busy_note])) or None,
-                 tuple(judgement.software_notes))
+                 tuple(judgement.software_notes), judgement.adjusted)
 
 
 def compare_runs(a_label: str, a_paths: list[Path], b_label: str, b_paths: list[Path],
@@ -113,8 +111,13 @@ def _legend(table: Table) -> str:
     return (f"before = {table.a}, after = {table.b}; ms = geometric mean of the run medians. "
             "speedup = before / after (> 1: faster). 95% CI: bootstrap over run medians. "
             f"A change counts when it is at least {table.threshold:.0%}, outside the noise band "
-            f"(between-run and between-session noise from the machine's history: p < {table.alpha}) "
-            "and its CI excludes 0.")
+            f"(between-run and between-session noise from the machine's history: p < {table.alpha} "
+            "over all the series together) "
+            "and its CI excludes 0."
+            + (" Speedup, time change and CI of a layer are its change beyond its build's common shift "
+               "between runs (the median over the build's layers, which moves whole runs on a shared "
+               "machine); the end-to-end row is not adjusted, so a change of every layer shows there."
+               if table.adjusted else ""))
 
 
 def to_markdown(table: Table) -> str:

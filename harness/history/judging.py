@@ -13,7 +13,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from harness.history.verdict import Noise, RunChange, estimate_noise, geometric_mean, judge
+from harness.history.verdict import (LOOKBACK, Noise, Prior, RunChange, geometric_mean, judge, machine_prior,
+                                     noise_evidence, noise_from)
 from harness.results.fingerprint import UNKNOWN, describe, software_changes
 
 Key = tuple[str, str]  # (build, layer)
@@ -25,6 +26,7 @@ class Judged:
     layer: str
     change: RunChange
     noise: Noise
+    baseline_commits: int = 1  # commits whose runs the before side's level pooled (level_segment)
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class Judgement:
     machine_note: str | None = None  # why nothing was judged: the machine changed, or was busy
     software_notes: list[str] = field(default_factory=list)
     busy_note: str | None = None  # busy runs left out of the judgement
+    adjusted: bool = False  # layers judged beyond their run's common shift (run_shifts)
 
     @property
     def regressions(self) -> list[Judged]:
@@ -110,6 +113,7 @@ def machine_note(a_label: str, a: pd.DataFrame, b_label: str, b: pd.DataFrame) -
 
 E2E = "(end to end)"  # the end-to-end row of run_rows (harness.history.compare)
 Shifts = dict[tuple[str, str], float]  # (file, build) -> the run's common log shift
+MIN_SHIFT_LAYERS = 5  # layers of a build a run needs for its common shift to be estimated
 
 
 def _run_logs(frame: pd.DataFrame) -> pd.DataFrame:
@@ -143,7 +147,9 @@ def run_shifts(frame: pd.DataFrame, centres: dict[Key, float]) -> Shifts:
         return {}
     centre = np.array([centres.get((b, l), np.nan) for b, l in zip(logs["build"], logs["layer"])])
     logs = logs.assign(dev=logs["log"].to_numpy() - centre).dropna(subset=["dev"])
-    return logs.groupby(["file", "build"])["dev"].median().to_dict()
+    grouped = logs.groupby(["file", "build"])["dev"]
+    # a run with few layers has no common shift to speak of: a single layer would cancel itself
+    return {k: v for k, v in grouped.median().items() if grouped.size()[k] >= MIN_SHIFT_LAYERS}
 
 
 def runs_by_key(frame: pd.DataFrame, shifts: Shifts | None = None) -> dict[Key, np.ndarray]:
@@ -176,11 +182,36 @@ def _software(frame: pd.DataFrame) -> dict:
     return frame["software"].iloc[-1] if "software" in frame and not frame.empty else {}
 
 
+def level_segment(before: np.ndarray, past: list[np.ndarray], noise: Noise, threshold: float,
+                  alpha: float) -> list[np.ndarray]:
+    """The baseline: the before side's runs and those of the unbroken stretch of the commits
+    just before it (newest first, at most LOOKBACK) that the same rule finds at its level.
+    Why: the level of one commit's three runs is the least certain number in a comparison; the
+    commits since the last change measure the same level, and pooling them (Conbench's
+    lookback) shrinks that part of the standard error. The stretch ends at the first commit
+    that differs, so a past step never drags the baseline."""
+    pool = [before]
+    for runs in reversed(past[-LOOKBACK:]):
+        if runs.size == 0 or judge(runs, before, noise, threshold, alpha).verdict != "same":
+            break
+        pool.append(runs)
+    return pool
+
+
 def judge_frames(a_label: str, a: pd.DataFrame, b_label: str, b: pd.DataFrame,
                  history: pd.DataFrame | None = None, threshold: float = 0.05, alpha: float = 0.01,
-                 same_session: bool = False) -> Judgement:
+                 same_session: bool = False, pool_baseline: bool = False,
+                 series: Sequence[Key] | None = None) -> Judgement:
     """Every (build, layer) present on both sides, judged; the sides' commits are left out of
-    the history used for the noise (they are counted as the sides themselves)."""
+    the history used for the noise (they are counted as the sides themselves).
+
+    alpha is the false-alarm rate of the whole comparison, not of each series: a nightly
+    judges 28 layers x 5 builds, and at 1 % each, one in four nightlies of unchanged code would
+    flag something (measured: 2 of 20). It is split evenly over the series (Bonferroni).
+    pool_baseline: the history is the after side's ancestry in order (the nightly's), and the
+    before side's level is pooled over its stretch of it (level_segment).
+    series: judge only these (build, layer) series (bisect's one); every layer present still
+    serves the runs' common shifts and the machine's prior."""
     note = machine_note(a_label, _ok(a), b_label, _ok(b))
     if note:
         return Judgement(a_label, b_label, [], note)
@@ -197,14 +228,28 @@ def judge_frames(a_label: str, a: pd.DataFrame, b_label: str, b: pd.DataFrame,
     past = history_by_key(history if history is not None else pd.DataFrame(), machine, exclude, centres)
     before, after = runs_by_key(a, shifts_a), runs_by_key(b, shifts_b)
     raw_before, raw_after = (runs_by_key(a), runs_by_key(b)) if centres is not None else (before, after)
+    keys = [k for k in before if k in after and (series is None or k in series)]
+    # the after side may be measured in more than one session (a nightly's confirmation): their
+    # shifts average out like runs do
+    after_sessions = b["session"].nunique() if "session" in b and not b.empty else 1
+    series_alpha = alpha / max(1, len(keys))
+    evidence = {key: noise_evidence(past.get(key, []), [before[key], after[key]]) for key in keys}
+    # The layers share one machine prior; the end-to-end rows keep the fixed one: they are not
+    # adjusted for the run's common shift, so their noise is of another kind than the layers'.
+    common = [k for k in before if k in after and k[1] != E2E]
+    prior = machine_prior([evidence.get(k) or noise_evidence(past.get(k, []), [before[k], after[k]]) for k in common])
     judged = []
-    for key in [k for k in before if k in after]:
-        noise = estimate_noise(past.get(key, []), [before[key], after[key]])
-        change = judge(before[key], after[key], noise, threshold, alpha, same_session)
-        # what is shown is what was measured: the raw geometric means of the run medians
+    for key in keys:
+        noise = noise_from(evidence[key], prior if key[1] != E2E else Prior())
+        pool = (level_segment(before[key], past.get(key, []), noise, threshold, series_alpha)
+                if pool_baseline and not same_session else [before[key]])
+        change = judge(np.concatenate(pool), after[key], noise, threshold, series_alpha, same_session,
+                       sessions=(len(pool), after_sessions))
+        # what is shown is what was measured: the raw geometric means of the two sides' run medians
         change = replace(change, before_ms=geometric_mean(raw_before[key]), after_ms=geometric_mean(raw_after[key]))
-        judged.append(Judged(*key, change, noise))
-    return Judgement(a_label, b_label, judged, None, software_changes(_software(a), _software(b)), left_out)
+        judged.append(Judged(*key, change, noise, len(pool)))
+    return Judgement(a_label, b_label, judged, None, software_changes(_software(a), _software(b)), left_out,
+                     centres is not None)
 
 
 def moved_summary(judgement: Judgement) -> str:

@@ -43,6 +43,8 @@ PRIOR_SIGMA = 0.03  # between-run sd of log run medians assumed before any data 
 PRIOR_TAU = 0.03  # between-session sd assumed before any history
 PRIOR_DF = 2.0  # weight of each prior, in degrees of freedom
 LOOKBACK = 20  # commits of history used for the session noise
+MIN_SERIES = 5  # series a machine prior is fitted from, at least
+MAX_PRIOR_DF = 100.0  # a machine prior never counts for more than this many degrees of freedom
 MIN_LOOKBACK = 4  # fewer commits than this: the session noise is the prior alone
 BOOTSTRAP = 2000
 SEED = 0
@@ -94,10 +96,20 @@ def geometric_mean(values: np.ndarray) -> float:
     return float(np.exp(np.log(values).mean()))
 
 
-def _shrunk(prior: float, ss: float, df: float) -> tuple[float, float]:
-    """(sd, df) of a scaled-inverse-chi^2 posterior: prior sd with PRIOR_DF, data ss with df."""
-    total = PRIOR_DF + df
-    return math.sqrt((PRIOR_DF * prior**2 + ss) / total), total
+@dataclass(frozen=True)
+class Prior:
+    """What one series' noise is shrunk toward: an sd and its weight in degrees of freedom,
+    for the between-run level (sigma) and the level of a commit (level_sd: tau^2 + sigma^2/k)."""
+    sigma: float = PRIOR_SIGMA
+    sigma_df: float = PRIOR_DF
+    level_sd: float | None = None  # None: tau's own prior, PRIOR_TAU
+    level_df: float = PRIOR_DF
+
+
+def _shrunk(prior: float, ss: float, df: float, prior_df: float = PRIOR_DF) -> tuple[float, float]:
+    """(sd, df) of a scaled-inverse-chi^2 posterior: prior sd with prior_df, data ss with df."""
+    total = prior_df + df
+    return math.sqrt((prior_df * prior**2 + ss) / total), total
 
 
 def sigma_from_commits(groups: Sequence[np.ndarray]) -> tuple[float, float]:
@@ -111,32 +123,88 @@ def sigma_from_commits(groups: Sequence[np.ndarray]) -> tuple[float, float]:
     return ss, df
 
 
-def tau_from_levels(levels: np.ndarray, sigma: float, runs_per_commit: float) -> tuple[float, float] | None:
-    """(tau^2 estimate, df) from consecutive commits' log levels, or None with too few.
-    Consecutive differences of unchanged code have variance 2 (tau^2 + sigma^2 / k); the
-    median absolute difference ignores the odd real step in the lookback."""
+def level_var_from_levels(levels: np.ndarray) -> tuple[float, float] | None:
+    """(variance of one commit's level, df) from consecutive commits' log levels, or None with
+    too few. Consecutive differences of unchanged code have variance 2 (tau^2 + sigma^2 / k);
+    the median absolute difference ignores the odd real step in the lookback."""
     if levels.size < MIN_LOOKBACK:
         return None
     diffs = np.diff(levels)
     sd_diff = MAD_TO_SD * float(np.median(np.abs(diffs - np.median(diffs))))
-    level_var = sd_diff**2 / 2
-    return max(0.0, level_var - sigma**2 / runs_per_commit), MAD_EFFICIENCY * diffs.size
+    return sd_diff**2 / 2, MAD_EFFICIENCY * diffs.size
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One series' own evidence about its noise, before any prior."""
+    sigma_ss: float
+    sigma_df: float
+    level: tuple[float, float] | None  # (variance of a commit's level, df), see level_var_from_levels
+    runs_per_commit: float
+    commits: int
+
+
+def noise_evidence(history: Sequence[np.ndarray], sides: Sequence[np.ndarray] = ()) -> Evidence:
+    """history: one array of run medians per commit, oldest first, same machine, the sides
+    excluded; sides: the two sides' own run medians."""
+    ss, df = sigma_from_commits([*history, *sides])
+    recent = [g for g in history if g.size and (g > 0).all()][-LOOKBACK:]
+    k = float(np.mean([g.size for g in recent])) if recent else 1.0
+    return Evidence(ss, df, level_var_from_levels(np.array([np.log(g).mean() for g in recent])), k, len(recent))
+
+
+def noise_from(e: Evidence, prior: Prior = Prior()) -> Noise:
+    sigma, sigma_df = _shrunk(prior.sigma, e.sigma_ss, e.sigma_df, prior.sigma_df)
+    if e.level is None:
+        return Noise(sigma, sigma_df, PRIOR_TAU, PRIOR_DF, e.commits)
+    level_var, level_df = e.level
+    if prior.level_sd is None:  # tau shrunk toward its own fixed prior
+        tau, tau_df = _shrunk(PRIOR_TAU, max(0.0, level_var - sigma**2 / e.runs_per_commit) * level_df, level_df)
+        return Noise(sigma, sigma_df, tau, tau_df, e.commits)
+    level_sd, total_df = _shrunk(prior.level_sd, level_var * level_df, level_df, prior.level_df)
+    return Noise(sigma, sigma_df, math.sqrt(max(0.0, level_sd**2 - sigma**2 / e.runs_per_commit)), total_df,
+                 e.commits)
 
 
 def estimate_noise(history: Sequence[np.ndarray], sides: Sequence[np.ndarray] = ()) -> Noise:
-    """Noise of one build x layer from its history (one array of run medians per commit,
-    oldest first, same machine, the sides excluded) and the two sides' own run medians."""
-    ss, df = sigma_from_commits([*history, *sides])
-    sigma, sigma_df = _shrunk(PRIOR_SIGMA, ss, df)
-    recent = [g for g in history if g.size and (g > 0).all()][-LOOKBACK:]
-    levels = np.array([np.log(g).mean() for g in recent])
-    k = float(np.mean([g.size for g in recent])) if recent else 1.0
-    found = tau_from_levels(levels, sigma, k)
-    if found is None:
-        return Noise(sigma, sigma_df, PRIOR_TAU, PRIOR_DF, len(recent))
-    tau2, tau_df = found
-    tau, tau_df = _shrunk(PRIOR_TAU, tau2 * tau_df, tau_df)
-    return Noise(sigma, sigma_df, tau, tau_df, len(recent))
+    """Noise of one build x layer from its history and the two sides, with the fixed priors."""
+    return noise_from(noise_evidence(history, sides))
+
+
+def fit_prior_variance(variances: Sequence[float], dfs: Sequence[float]) -> tuple[float, float] | None:
+    """(s0^2, d0): the scaled inverse-chi^2 distribution that the series' variance estimates
+    were drawn from, by the method of moments on log variances (Smyth 2004, limma's
+    fitFDist). None with fewer than MIN_SERIES usable series."""
+    from scipy import optimize, special  # noqa: PLC0415
+
+    pairs = [(v, d) for v, d in zip(variances, dfs) if v > 0 and d > 0]
+    if len(pairs) < MIN_SERIES:
+        return None
+    v, d = np.array(pairs).T
+    e = np.log(v) - special.digamma(d / 2) + np.log(d / 2)
+    mean = float(e.mean())
+    spread = float(((e - mean) ** 2).sum() / (e.size - 1) - special.polygamma(1, d / 2).mean())
+    if spread <= 0:  # the series agree beyond their own sampling noise: one common variance
+        return math.exp(mean), MAX_PRIOR_DF
+    d0 = 2 * optimize.brentq(lambda x: float(special.polygamma(1, x)) - spread, 1e-6, 1e6)
+    d0 = min(d0, MAX_PRIOR_DF)
+    return math.exp(mean + special.digamma(d0 / 2) - math.log(d0 / 2)), d0
+
+
+def machine_prior(evidence: Sequence[Evidence]) -> Prior:
+    """The prior that a machine's own series give each other (empirical Bayes, as limma
+    moderates per-gene variances): each layer's noise is estimated from a handful of runs
+    and commits, but the machine has measured dozens of layers, whose noise levels are
+    alike. Shrinking each toward their common distribution, with the weight that their
+    spread earns, gives every series many more degrees of freedom than its own few; with
+    a Bonferroni split of alpha over the series, few degrees of freedom made the band
+    two to three times wider than the noise (t quantiles at 2e-4 with 5 df against 40)."""
+    sigma = fit_prior_variance([e.sigma_ss / e.sigma_df if e.sigma_df else 0.0 for e in evidence],
+                               [e.sigma_df for e in evidence])
+    level = fit_prior_variance([e.level[0] if e.level else 0.0 for e in evidence],
+                               [e.level[1] if e.level else 0.0 for e in evidence])
+    return Prior(*(math.sqrt(sigma[0]), sigma[1]) if sigma else (PRIOR_SIGMA, PRIOR_DF),
+                 *(math.sqrt(level[0]), level[1]) if level else (None, PRIOR_DF))
 
 
 def _welch_df(parts: Sequence[tuple[float, float]]) -> float:

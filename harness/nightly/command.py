@@ -19,4 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"independent runs per commit, each a separate process (default {DEFAULT_RUNS}); "
                              "verdicts judge runs, not samples")
     parser.add_argument("--no-report", action="store_true", help="skip the per-layer HTML report")
+    parser.add_argument("--no-confirm", action="store_true",
+                        help="report a flag from one session as it is (default: measure HEAD again and "
+                             "judge both sessions pooled before failing)")
     add_significance_arguments(parser)

@@ -30,7 +30,7 @@ from harness.builds import build_names, check_build_names
 from harness.devices import load_devices
 from harness.model import DEFAULT_MODEL, get_model
 from harness.results.store import load_result
-from harness.runs import DEFAULT_RUNS, RunPlan, measure_runs
+from harness.runs import DEFAULT_REPEATS, DEFAULT_RUNS, RunPlan, measure_runs
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout asv benchmarks
 

@@ -16,6 +16,8 @@ def _run_columns(doc: dict[str, Any], path: Path) -> dict[str, Any]:
             "device": doc["device"]["name"], "model": doc["model"]["name"],
             "hardware_hash": fingerprint["hardware_hash"], "hardware": fingerprint["hardware"],
             "software": fingerprint["software"], "complete": doc["complete"],
+            # the measurement session it belongs to (harness.runs' run group; alone: the run itself)
+            "session": (doc.get("run_group") or {}).get("id") or str(path),
             # other processes held the CPUs while it ran (harness.devices.state.BUSY_SHARE)
             "busy": run_busy(system.get("before") or {}, system.get("after"))}
 
