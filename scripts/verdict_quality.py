@@ -66,6 +66,7 @@ class ModelQuality:
     comparisons: int = 0
     comparisons_flagged: int = 0
     first_session_flagged: int = 0  # comparisons whose first session flagged something (before confirming)
+    not_judged: int = 0  # sessions left out as busy (other processes used the CPUs): no trial
     series_judged: int = 0
     series_flagged: int = 0
     flagged: list[str] = field(default_factory=list)
@@ -137,6 +138,10 @@ def judge_identical(c: Campaign, q: ModelQuality, before: pd.DataFrame, i: int, 
     """A session of the unchanged code, judged against the one before: any flag is a false alarm.
     It then joins the history, as a nightly's would."""
     current, j, first = c.judged(before)
+    if j.machine_note:  # busy: nothing was judged, so this is no trial (and the session no history)
+        q.not_judged += 1
+        print(f"  identical code {i + 1}/{n}: not judged: {j.machine_note}", flush=True)
+        return before
     q.comparisons += 1
     q.first_session_flagged += bool(first)
     q.series_judged += len(j.judged)
@@ -168,6 +173,10 @@ def judge_slowed(c: Campaign, q: ModelQuality, before: pd.DataFrame, fractions: 
     knob = ",".join(f"{layer}={medians[layer] * f:.6f}" for layer, f in chosen.items())
     name = f"session{c.count + 1:03d}"
     _, j, _ = c.judged(before, knob)
+    if j.machine_note:
+        q.not_judged += 1
+        print(f"  slowed session not judged: {j.machine_note}", flush=True)
+        return
     q.knobs[name] = chosen
     flagged = {(r.build, r.layer) for r in j.regressions}
     for layer, fraction in chosen.items():
@@ -232,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         campaign(session_maker, q, args.comparisons, fractions, args.seed, args.history)
         smallest = q.smallest_caught()
         print(f"{model}: false alarms in {q.comparisons_flagged}/{q.comparisons} comparisons "
-              f"({q.first_session_flagged} before confirmation) "
+              f"({q.first_session_flagged} before confirmation; {q.not_judged} sessions not judged as busy) "
               f"({q.series_flagged}/{q.series_judged} series; {len(q.flagged_beside_knob)} non-knob series "
               f"flagged in slowed sessions); smallest one-layer slowdown caught "
               f">= {CAUGHT:.0%}: {f'+{smallest:.0%}' if smallest is not None else 'none of those tried'}; "
