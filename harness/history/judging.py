@@ -57,24 +57,35 @@ def _ok(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[keep]
 
 
+def _busy_mask(frame: pd.DataFrame) -> pd.Series:
+    """Rows of runs measured in a busy session: one of its runs saw other processes hold the
+    CPUs (frame column `busy`). The whole session, not only that run: load comes in bursts,
+    and a run beside a busy one was slowed too, below the limit (seen here: a run at 10x its
+    layers' times, the next one at +10 % on some layers only, which no run shift removes)."""
+    busy = frame["busy"].fillna(False).astype(bool)
+    if "session" not in frame:
+        return busy
+    return frame["session"].isin(set(frame.loc[busy, "session"]))
+
+
 def busy_files(frame: pd.DataFrame) -> list[str]:
-    """Runs during which other processes held the CPUs (frame column `busy`)."""
+    """Runs left out as busy: those of a session during which other processes held the CPUs."""
     if frame.empty or "busy" not in frame:
         return []
-    return list(dict.fromkeys(frame.loc[frame["busy"].fillna(False).astype(bool), "file"]))
+    return list(dict.fromkeys(frame.loc[_busy_mask(frame), "file"]))
 
 
 def _quiet(frame: pd.DataFrame) -> pd.DataFrame:
-    """Without the busy runs' rows (`busy` is a run column: every row of a run carries it)."""
+    """Without the busy sessions' rows (`busy` is a run column: every row of a run carries it)."""
     if frame.empty or "busy" not in frame:
         return frame
-    return frame[~frame["busy"].fillna(False).astype(bool)]
+    return frame[~_busy_mask(frame)]
 
 
 def busy_verdict(a_label: str, a: pd.DataFrame, b_label: str, b: pd.DataFrame) -> tuple[str | None, str | None]:
     """(why nothing can be judged, which runs are left out): a run measured while other
     processes held the CPUs is not the code's time (on 2 cores one competing process doubles a
-    layer), so it is neither judged nor used as a baseline."""
+    layer), so neither it nor the rest of its session is judged or used as a baseline."""
     left, empty = [], []
     for label, frame in ((a_label, a), (b_label, b)):
         busy = busy_files(frame)
