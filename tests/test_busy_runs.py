@@ -97,3 +97,17 @@ def test_a_side_with_only_busy_runs_is_not_judged():
     j = judge_frames("a", _rows("a", 10.0, [False] * 3), "b", _rows("b", 20.0, [True] * 3))
     assert j.judged == [] and j.regressions == []
     assert "busy" in j.machine_note and "during every run of b" in j.machine_note
+
+
+def test_the_runs_of_a_busy_session_are_left_out_with_it():
+    """Load comes in bursts: a run of the same session as a busy one was slowed too, below the
+    limit, so the whole session goes; a second, quiet session of the same side is judged."""
+    quiet = _rows("a", 10.0, [False, False, False])
+    burst = _rows("b", 10.0, [True, False, False]).assign(session="s1")
+    burst.loc[burst["file"] == "b-1", "samples_ms"] = pd.Series([[13.0] * 5] * (burst["file"] == "b-1").sum(),
+                                                                 index=burst.index[burst["file"] == "b-1"])
+    calm = _rows("b", 10.0, [False, False, False]).assign(session="s2", file=lambda f: f["file"] + "-s2")
+    j = judge_frames("a", quiet, "b", pd.concat([burst, calm], ignore_index=True))
+    assert [x.change.verdict for x in j.judged] == ["same"]
+    assert j.judged[0].change.runs_after == 3  # the quiet session's runs only
+    assert j.busy_note == "left out as busy (other processes used the CPUs): 3 of 6 runs of b"
