@@ -14,7 +14,7 @@ from harness.builds.eager import EagerExecutable
 from harness.devices.config import Device
 from harness.kernels import nnpack
 from harness.model.layers import CONV, Layer
-from harness.model.unet import LayerFn, UNet
+from harness.model.tablenet import LayerFn, TableNet
 
 
 def nnpack_conv(layer: Layer, ctx: BuildContext, algorithm: nnpack.Algorithm,
@@ -48,7 +48,7 @@ class Caffe2NNPACKBuild(Build):
     def compile(self, ctx: BuildContext) -> EagerExecutable:
         torch.set_num_threads(ctx.threads)
         pool = nnpack.ThreadPool(ctx.threads)
-        fns = UNet(ctx.table, ctx.weights).layer_fns()
+        fns = TableNet(ctx.table, ctx.weights).layer_fns()
         impls = {layer.id: "aten" for layer in ctx.table}
         for layer in ctx.table:
             if layer.op == CONV:

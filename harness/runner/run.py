@@ -52,10 +52,10 @@ class RunRequest:
 def reference_output(table: LayerTable, weights, x: np.ndarray) -> np.ndarray:
     import torch  # noqa: PLC0415 - the reference is PyTorch fp32 with direct convolutions
 
-    from harness.model.unet import UNet  # noqa: PLC0415
+    from harness.model.tablenet import TableNet  # noqa: PLC0415
 
     with torch.inference_mode():
-        return UNet(table, weights)(torch.from_numpy(x)).numpy()
+        return TableNet(table, weights)(torch.from_numpy(x)).numpy()
 
 
 def load_reference(req: RunRequest, weights, x: np.ndarray) -> np.ndarray:
