@@ -105,6 +105,9 @@ def run_build(build: Build, req: RunRequest, weights, x: np.ndarray, ref: np.nda
     reason = build.unavailable(req.device)
     if reason:
         return failed_record(build.name, f"unavailable: {reason}", build.precision)
+    reason = build.unsupported(req.table)
+    if reason:
+        return failed_record(build.name, f"unsupported: {reason}", build.precision)
     ctx = BuildContext(req.table, weights, req.device, req.options.get(build.name, {}), req.device.cores)
     exe = build.load(ctx, req.artifacts / build.name) if req.artifacts else build.compile(ctx)
     error = relative_error(exe.run(x), ref)
