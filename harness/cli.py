@@ -250,7 +250,9 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", type=_name_list, default=None, metavar="NAME[,NAME]",
                      help="device(s) from devices.yaml (default: the file's default, local); several "
                           "remote devices are measured in parallel, the local one after them")
-    run.add_argument("--model", default="unet", help="model preset: unet (default) or unet-tiny")
+    run.add_argument("--model", default="unet",
+                     help="model preset: unet (default), unet-tiny, resnet18, mobilenet-v2, squeezenet1.1, "
+                          "shufflenet-v2, and each of the last four as NAME-small (README, Models)")
     run.add_argument("--builds", type=_name_list, default=None, metavar="A,B",
                      help="comma-separated builds (default: every build)")
     run.add_argument("--output", type=Path, default=None, metavar="PATH",

@@ -12,7 +12,7 @@ from harness.builds import REGISTRY
 from harness.builds.base import BuildContext
 from harness.builds.fp16_winograd import FP16WinogradBuild, impl_label, winograd_tasks
 from harness.devices import load_devices
-from harness.model.unet import make_input, make_weights
+from harness.model.weights import make_input, make_weights
 from harness.runner.measure import Settings
 from harness.runner.run import RunRequest, run
 from harness.tuning.database import load_database

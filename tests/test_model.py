@@ -1,3 +1,5 @@
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -5,14 +7,16 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from harness.errors import UserError
 from harness.model import PRESETS, get_model
-from harness.model.layers import CONV, INPUT, UNetConfig, build_layer_table
-from harness.model.unet import UNet, make_input, make_weights
+from harness.model.layers import CONV, INPUT, build_layer_table
+from harness.model.nets.unet import UNetConfig
+from harness.model.tablenet import TableNet
+from harness.model.weights import make_input, make_weights
 
 
 @pytest.mark.parametrize("name", ["unet-tiny", "unet"])
 def test_total_conv_flops_agree_with_torch_flop_counter(name):
     table = get_model(name)
-    net = UNet(table)
+    net = TableNet(table)
     x = torch.from_numpy(make_input(table))
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         net(x)
@@ -21,7 +25,7 @@ def test_total_conv_flops_agree_with_torch_flop_counter(name):
 
 def test_each_conv_layer_flops_agree_with_torch_flop_counter():
     table = get_model("unet-tiny")
-    net = UNet(table)
+    net = TableNet(table)
     fns = net.layer_fns()
     for layer in table.convs:
         x = torch.zeros(layer.in_shape)
@@ -50,7 +54,7 @@ def test_layer_ids_are_unique_and_inputs_come_first():
 
 def test_layer_shapes_chain_and_network_output_matches():
     table = get_model("unet-tiny")
-    out = UNet(table)(torch.from_numpy(make_input(table)))
+    out = TableNet(table)(torch.from_numpy(make_input(table)))
     assert tuple(out.shape) == table.layers[-1].out_shape
     for layer in table:
         if layer.inputs[0] != INPUT:
@@ -80,6 +84,32 @@ def test_weights_and_input_are_deterministic_and_seeded():
     other = build_layer_table(UNetConfig("x", (1, 3, 32, 32), width=8, depth=2, seed=7))
     assert not np.array_equal(make_weights(other)["enc0.conv1"].weight, a["enc0.conv1"].weight)
     assert np.array_equal(make_input(table), make_input(table))
+
+
+# sha256 over every conv's id, weight and bias bytes in table order, then the input's bytes, as
+# the UNet-only harness generated them: the UNet's history must keep computing these numbers.
+UNET_WEIGHTS_SHA256 = {
+    "unet": "71661c8a1c229868b464b70d60c7bb8f494c1214ab1f0593fbd3ec36ee68370e",
+    "unet-tiny": "12aa68cb5d0bd9e29c21eb114e9e2cbe743756cc1f60ddda20aeff20011e9075",
+}
+
+
+@pytest.mark.parametrize("name", list(UNET_WEIGHTS_SHA256))
+def test_unet_weights_and_input_are_bit_identical_to_the_unet_only_harness(name):
+    table = get_model(name)
+    digest = hashlib.sha256()
+    for layer_id, w in make_weights(table).items():
+        digest.update(layer_id.encode())
+        digest.update(w.weight.tobytes())
+        digest.update(w.bias.tobytes())
+    digest.update(make_input(table).tobytes())
+    assert digest.hexdigest() == UNET_WEIGHTS_SHA256[name]
+
+
+def test_unet_flops_are_the_historys():
+    assert get_model("unet").total_flops == 15_941_763_072
+    assert get_model("unet").conv_flops == get_model("unet").conv_linear_flops == 15_929_966_592
+    assert get_model("unet-tiny").total_flops == 9_179_136
 
 
 def test_configurable_width_depth_and_input():

@@ -124,7 +124,7 @@ def test_tune_plans_the_tvm_database_before_the_hybrid():
 def test_export_then_load_runs_from_the_artifacts_alone(table, device, tmp_path, build_name):
     from harness.builds import get_build
     from harness.builds.base import BuildContext
-    from harness.model.unet import make_input, make_weights
+    from harness.model.weights import make_input, make_weights
     from harness.runner.run import reference_output
 
     weights = make_weights(table)
@@ -154,7 +154,7 @@ def test_unet_builds_cross_compile_to_arm_shared_objects(table, tmp_path, device
 
     from harness.builds import get_build
     from harness.builds.base import BuildContext
-    from harness.model.unet import make_weights
+    from harness.model.weights import make_weights
 
     pi = load_devices(REPO / "devices.yaml").get(device_name)
     ctx = BuildContext(table, make_weights(table), pi, {"tuning_dir": tmp_path / "tuning"}, pi.cores)

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from harness.devices.config import Device
-from harness.model.layers import LayerTable
+from harness.model.layers import CONV, NONE, RELU, Layer, LayerTable
 from harness.model.weights import ConvWeights
 from harness.runner.measure import Executable
 
@@ -42,6 +42,17 @@ class Build(ABC):
         """None if this build can run on `device`, else why not (a dependency, an ISA)."""
         return None
 
+    def supports(self, layer: Layer) -> bool:
+        """Can this build compute the layer? Every layer by default."""
+        return True
+
+    def unsupported(self, table: LayerTable) -> str | None:
+        """None if this build can run every layer of `table`, else which layers it cannot.
+
+        Checked before compiling or exporting, so that a network with layers a build was not
+        written for is one clear recorded failure, not an error from deep inside a compiler."""
+        return unsupported_message([layer for layer in table if not self.supports(layer)])
+
     def peak_dtype(self, device: Device) -> str:
         """Which of the device's peaks this build's GFLOP/s are a share of."""
         return "fp16" if self.precision == "fp16" and device.fp16_arithmetic else "fp32"
@@ -66,3 +77,29 @@ def relative_error(out: np.ndarray, ref: np.ndarray) -> float:
     if out.shape != ref.shape:
         raise ValueError(f"output shape {out.shape} differs from the reference's {ref.shape}")
     return float(np.max(np.abs(out.astype(np.float64) - ref)) / max(np.max(np.abs(ref)), 1e-30))
+
+
+def is_study_conv(layer: Layer) -> bool:
+    """A convolution of the kind the UNet study's kernels (NNPACK, the TVM templates, Winograd
+    F(m x m, 3x3)) are written for: 3x3, stride 1, padding 1, one group, no activation or ReLU."""
+    return (layer.op == CONV and layer.kernel == (3, 3) and layer.stride == 1 and layer.padding == 1
+            and layer.groups == 1 and layer.activation in (NONE, RELU))
+
+
+MAX_KINDS = 6  # unsupported kinds of layer named in a message; the rest are counted
+
+
+def unsupported_message(layers: list[Layer]) -> str | None:
+    """'this build does not run these layers yet: depthwise conv2d 3x3 + relu6 (features.1.dw
+    and 16 more); add (features.3.add and 9 more)', or None for no layers."""
+    if not layers:
+        return None
+    kinds: dict[str, list[str]] = {}
+    for layer in layers:
+        kinds.setdefault(layer.describe(), []).append(layer.id)
+    parts = [f"{kind} ({ids[0]}{f' and {len(ids) - 1} more' if len(ids) > 1 else ''})"
+             for kind, ids in list(kinds.items())[:MAX_KINDS]]
+    if len(kinds) > MAX_KINDS:
+        more = len(kinds) - MAX_KINDS
+        parts.append(f"{more} more kind{'s' if more > 1 else ''}")
+    return "this build does not run these layers yet: " + "; ".join(parts)

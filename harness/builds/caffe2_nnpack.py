@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from harness.builds.base import Build, BuildContext
+from harness.builds.base import Build, BuildContext, is_study_conv
 from harness.builds.eager import EagerExecutable
 from harness.devices.config import Device
 from harness.kernels import nnpack
 from harness.model.layers import CONV, Layer
-from harness.model.unet import LayerFn, UNet
+from harness.model.tablenet import LayerFn, TableNet
 
 
 def nnpack_conv(layer: Layer, ctx: BuildContext, algorithm: nnpack.Algorithm,
@@ -45,10 +45,15 @@ class Caffe2NNPACKBuild(Build):
     def unavailable(self, device: Device) -> str | None:
         return nnpack.available()
 
+    def supports(self, layer: Layer) -> bool:
+        """Convolutions go to NNPACK through a binding written for the study's 3x3 convolutions
+        (stride 1, same-size output); every other layer is PyTorch's, any op."""
+        return layer.op != CONV or is_study_conv(layer)
+
     def compile(self, ctx: BuildContext) -> EagerExecutable:
         torch.set_num_threads(ctx.threads)
         pool = nnpack.ThreadPool(ctx.threads)
-        fns = UNet(ctx.table, ctx.weights).layer_fns()
+        fns = TableNet(ctx.table, ctx.weights).layer_fns()
         impls = {layer.id: "aten" for layer in ctx.table}
         for layer in ctx.table:
             if layer.op == CONV:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from harness.model.layers import LayerTable
-from harness.model.unet import LayerFn, run_layers
+from harness.model.tablenet import LayerFn, run_layers
 from harness.runner.measure import Clock
 
 

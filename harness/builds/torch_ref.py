@@ -9,7 +9,7 @@ import torch
 from harness.builds.base import Build, BuildContext
 from harness.builds.eager import EagerExecutable
 from harness.model.layers import CONV
-from harness.model.unet import UNet
+from harness.model.tablenet import TableNet
 
 
 def conv_backend() -> str:
@@ -22,6 +22,6 @@ class TorchBuild(Build):
 
     def compile(self, ctx: BuildContext) -> EagerExecutable:
         torch.set_num_threads(ctx.threads)
-        net = UNet(ctx.table, ctx.weights)
+        net = TableNet(ctx.table, ctx.weights)
         impls = {layer.id: conv_backend() if layer.op == CONV else "aten" for layer in ctx.table}
         return EagerExecutable(ctx.table, net.layer_fns(), impls)

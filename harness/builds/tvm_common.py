@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.builds.base import Build, BuildContext
+from harness.builds.base import Build, BuildContext, is_study_conv
 from harness.builds.tvm_relax import func_name
 from harness.devices.config import Device
-from harness.model.layers import CONV, Layer, LayerTable
+from harness.model.layers import CONV, MAXPOOL_RELU, RESIZE_ADD_RELU, Layer, LayerTable
 
 
 def host_cpu() -> str:
@@ -148,6 +148,10 @@ class TVMBuildBase(Build):
         except ImportError as exc:
             return f"Apache TVM is not installed ({exc}); pip install apache-tvm==0.27.0.post1"
         return None
+
+    def supports(self, layer: Layer) -> bool:
+        """The UNet study's layers: what the Relax emitter, the schedules and the tuning are written for."""
+        return layer.op in (MAXPOOL_RELU, RESIZE_ADD_RELU) or is_study_conv(layer)
 
     @abstractmethod
     def plan(self, ctx: BuildContext) -> Plan: ...

@@ -90,7 +90,9 @@ def stage(device: Device, table: LayerTable, builds: list[str], options: dict[st
         ctx = BuildContext(table, weights, device, options.get(name, {}), device.cores)
         try:
             build = get_build(name)
-            artifacts[name] = [] if build.unavailable(device) else build.export(ctx, build_dir)
+            # Nothing to export for a build the device's runner will record as unavailable or unsupported.
+            skip = build.unavailable(device) or build.unsupported(table)
+            artifacts[name] = [] if skip else build.export(ctx, build_dir)
         except Exception as exc:  # noqa: BLE001 - recorded as this build's failure, the run goes on
             failed[name] = f"exporting for device {device.name!r} failed: {type(exc).__name__}: {exc}"
     return Staged(write_harness_zip(out_dir), artifacts, root, reference, cross_clock_probe(device, out_dir), failed)

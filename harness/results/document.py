@@ -35,7 +35,8 @@ def git_commit(repo: Path = REPO) -> tuple[str | None, bool | None]:
 
 def model_block(table: LayerTable) -> dict[str, Any]:
     c = table.config
-    return {"name": c.name, "input_shape": list(c.input_shape), "width": c.width, "depth": c.depth,
+    params = {k: list(v) if isinstance(v, tuple) else v for k, v in c.parameters().items()}  # e.g. UNet width, depth
+    return {"name": c.name, "input_shape": list(c.input_shape), **params,
             "seed": c.seed, "total_flops": table.total_flops, "conv_flops": table.conv_flops}
 
 

@@ -52,10 +52,10 @@ class RunRequest:
 def reference_output(table: LayerTable, weights, x: np.ndarray) -> np.ndarray:
     import torch  # noqa: PLC0415 - the reference is PyTorch fp32 with direct convolutions
 
-    from harness.model.unet import UNet  # noqa: PLC0415
+    from harness.model.tablenet import TableNet  # noqa: PLC0415
 
     with torch.inference_mode():
-        return UNet(table, weights)(torch.from_numpy(x)).numpy()
+        return TableNet(table, weights)(torch.from_numpy(x)).numpy()
 
 
 def load_reference(req: RunRequest, weights, x: np.ndarray) -> np.ndarray:
@@ -105,6 +105,9 @@ def run_build(build: Build, req: RunRequest, weights, x: np.ndarray, ref: np.nda
     reason = build.unavailable(req.device)
     if reason:
         return failed_record(build.name, f"unavailable: {reason}", build.precision)
+    reason = build.unsupported(req.table)
+    if reason:
+        return failed_record(build.name, f"unsupported: {reason}", build.precision)
     ctx = BuildContext(req.table, weights, req.device, req.options.get(build.name, {}), req.device.cores)
     exe = build.load(ctx, req.artifacts / build.name) if req.artifacts else build.compile(ctx)
     error = relative_error(exe.run(x), ref)

@@ -59,10 +59,16 @@ def tune(device: Device, table: LayerTable, builds: list[str], budget: Budget, c
     if device.transport != "local":
         raise UserError(f"device {device.name!r}: tuning measures kernels on the device itself and is "
                         "only supported for local devices so far; run `harness tune` on the board")
+    from harness.builds import get_build  # noqa: PLC0415
     from harness.builds.tvm_common import target_dict  # noqa: PLC0415
 
+    kinds = kinds_for(builds)
+    for build in builds:
+        reason = get_build(build).unsupported(table)
+        if reason:
+            raise UserError(f"{build} cannot tune model {table.config.name!r}: {reason}")
     databases = []
-    for kind in kinds_for(builds):
+    for kind in kinds:
         db = load_database(device.name, kind, target_dict(device), root)
         tasks = task_factory(kind)(table, device, db, root)
         if restart:
