@@ -11,7 +11,9 @@ signal is reported as such. Every failure is a UserError naming the device and w
 """
 from __future__ import annotations
 
+
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -386,6 +388,9 @@ def lost_connection(device: Device, exc: BaseException) -> UserError:
                      "the run was abandoned and nothing was written")
 
 
+PROXY_GRACE_S = 2.0  # a failed ProxyCommand's time to print its reason and exit
+
+
 class _ProxyCommand(paramiko.ProxyCommand):
     """paramiko's ProxyCommand run as OpenSSH runs it: `exec COMMAND` by the user's shell (so
     pipes and quotes work), and an ended command read as a closed connection (paramiko's recv
@@ -408,7 +413,13 @@ class _ProxyCommand(paramiko.ProxyCommand):
         lines = self.process.stderr.read().decode(errors="replace").strip().splitlines()
         return lines[-1] if lines else f"it exited with status {self.process.returncode}"
 
-    def close(self) -> None:
+    def close(self, grace_s: float = 0.0) -> None:
+        """grace_s: let a command that is ending finish first. A failing command often closes
+        its stdout before it prints why (`exec nc ... >&2`): the EOF reaches us first, and a
+        SIGTERM then would kill it before its message (seen under load)."""
+        if grace_s:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=grace_s)
         if self.process.poll() is None:
             super().close()  # SIGTERM
         try:
@@ -460,7 +471,7 @@ def _open_client(device: Device, ep: Endpoint, jumps: list[paramiko.SSHClient],
     except BaseException as exc:
         client.close()
         if isinstance(sock, _ProxyCommand):
-            sock.close()
+            sock.close(grace_s=PROXY_GRACE_S)
         raise _connect_error(device, ep, exc, keys, sock) from None
     return client
 
