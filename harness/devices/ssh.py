@@ -11,7 +11,6 @@ signal is reported as such. Every failure is a UserError naming the device and w
 """
 from __future__ import annotations
 
-
 import base64
 import contextlib
 import dataclasses
