@@ -81,7 +81,7 @@ def test_the_terminal_table_says_gop_per_s_against_the_int8_peak(int8_run):
     print_run(doc, console)
     text = console.file.getvalue()
     assert f"{doc['device']['peak_gflops']['int8']:.1f} GOP/s int8" in text and "(GOP/s for int8 builds)" in text
-    assert f"{NAME}: max relative error vs fp32 reference" in text
+    assert f"{NAME}: max relative error vs fp32 reference" in text and "(tolerance 0.25)" in text
 
 
 def test_the_report_labels_the_build_gop_per_s(int8_run, tmp_path):
@@ -173,3 +173,17 @@ def test_the_shipped_pis_carry_their_int8_peaks():
     assert {name: reg.get(name).peak_gflops["int8"] for name in ("rasp3b", "rasp4", "rasp5")} == \
         {"rasp3b": pytest.approx(38.4), "rasp4": pytest.approx(96.0), "rasp5": pytest.approx(614.4)}
 
+
+
+def test_it_deploys_over_ssh_and_runs_on_the_device_like_the_other_torch_builds(sshd, tmp_path):
+    """Over a real OpenSSH server (the suite's loopback one): the harness is uploaded and the
+    build compiles and runs on the device side, with nothing exported from the host."""
+    from harness.deploy.ssh_run import run_over_ssh  # noqa: PLC0415
+
+    device = load_devices(sshd.devices_file(tmp_path / "devices.yaml")).get("loopback")
+    out = run_over_ssh(device, get_model("unet-tiny"), [NAME], Settings(0, 2), {}, lambda *a: None)
+    (b,) = out["builds"]
+    assert b["status"] == "ok", b["message"]
+    assert b["peak_dtype"] == "int8" and b["max_rel_error"] <= b["tolerance"]
+    assert [layer["id"] for layer in b["layers"]] == get_model("unet-tiny").ids
+    assert QNNPACKInt8Build().export(None, tmp_path) == []  # type: ignore[arg-type]  # compiles on the device

@@ -107,7 +107,7 @@ def print_run(doc: dict[str, Any], console: Console) -> None:
             console.print(labelled(f"build {b['name']} failed:", "red", str(b["message"])))
         elif "max_rel_error" in b:
             console.print(Text(f"{b['name']}: max relative error vs fp32 reference {b['max_rel_error']:.2e} "
-                               f"(tolerance {b['tolerance']:.0e})"))
+                               f"(tolerance {b['tolerance']:.2g})"))  # .0e showed int8's 0.25 as 2e-01
         for note in b.get("notes", []):
             console.print(Text(f"{b['name']}: {note}"))
     for w in run_warnings(doc):
