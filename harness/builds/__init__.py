@@ -26,8 +26,9 @@ NEEDS_TORCH = frozenset({"caffe2-nnpack", "torch", "qnnpack-int8"})
 # The environment of a build's own process (harness.runner.isolate), set before any library
 # reads it, and recorded in the build's result; a build not named keeps the defaults users get.
 # Here, not on the Build classes: the device's parent runner must not import torch to know it.
-# qnnpack-int8 too: QNNPACK runs on PyTorch's pthreadpool, beside the OpenMP workers of the
-# ATen int8 kernels (cat, resize), as NNPACK does.
+# qnnpack-int8 too: QNNPACK runs on PyTorch's pthreadpool beside the OpenMP workers of the
+# ATen int8 kernels (cat, resize), as NNPACK does; the gain was measured for NNPACK (README),
+# not yet for QNNPACK.
 PROCESS_ENV: dict[str, dict[str, str]] = {"caffe2-nnpack": BESIDE_OPENMP_ENV, "tvm-nnpack": BESIDE_OPENMP_ENV,
                                           "qnnpack-int8": BESIDE_OPENMP_ENV}
 
