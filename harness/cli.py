@@ -142,7 +142,7 @@ def cmd_devices_list(args: argparse.Namespace, console: Console) -> int:
 
     registry = load_devices(args.devices_file)
     table = Table(title=f"devices in {registry.path}", title_justify="left")
-    for col in ("name", "transport", "where", "arch", "cpu", "cores", "GHz", "peak fp32", "peak fp16"):
+    for col in ("name", "transport", "where", "arch", "cpu", "cores", "GHz", "peak fp32", "peak fp16", "peak int8 GOP/s"):
         table.add_column(col, justify="right" if col in ("cores", "GHz") or col.startswith("peak") else "left")
     for d in registry.devices.values():
         where = {"local": "this host", "ssh": f"{d.user + '@' if d.user else ''}{d.host}{f':{d.port}' if d.port else ''}",
@@ -150,7 +150,7 @@ def cmd_devices_list(args: argparse.Namespace, console: Console) -> int:
         peak = d.peak_gflops
         table.add_row(d.name + (" (default)" if d.name == registry.default else ""), d.transport, where,
                       d.arch, d.cpu or d.cpu_model, str(d.cores), f"{d.freq_ghz:.2f}",
-                      f"{peak['fp32']:.1f}", f"{peak['fp16']:.1f}")
+                      f"{peak['fp32']:.1f}", f"{peak['fp16']:.1f}", f"{peak['int8']:.1f}")
     console.print(table)
     return 0
 

@@ -27,12 +27,13 @@ class Kind:
     ghz: float
     flops_per_cycle: tuple[int, int]
     fp16_math: bool
+    int8_ops_per_cycle: int  # VNNI: 2 x 64 MACs per cycle; AVX2 without it: 32 MACs
 
 
 KINDS = [
-    Kind("zen3", "AMD EPYC", 2.445404, (32, 32), False),
-    Kind("zen5", "AMD EPYC", 2.596124, (64, 64), False),
-    Kind("emeraldrapids", "INTEL(R) XEON(R) PLATINUM 8581C CPU @ 2.30GHz", 2.3, (64, 128), True),
+    Kind("zen3", "AMD EPYC", 2.445404, (32, 32), False, 64),
+    Kind("zen5", "AMD EPYC", 2.596124, (64, 64), False, 256),
+    Kind("emeraldrapids", "INTEL(R) XEON(R) PLATINUM 8581C CPU @ 2.30GHz", 2.3, (64, 128), True, 256),
 ]
 
 
@@ -47,12 +48,14 @@ def test_detection_and_peaks_per_machine_kind(kind, monkeypatch):
     assert host.cpu_model == kind.model
     assert host.freq_ghz == pytest.approx(kind.ghz)
     assert host.flops_per_cycle == kind.flops_per_cycle
+    assert host.int8_ops_per_cycle == kind.int8_ops_per_cycle
     assert host.fp16_arithmetic == kind.fp16_math
     assert ("avx512f" in host.isa) == (kind.name != "zen3")
     local = load_devices(REPO / "devices.yaml").get("local")
     fp32, fp16 = kind.flops_per_cycle
     assert local.peak_gflops == {"fp32": pytest.approx(local.cores * kind.ghz * fp32),
-                                 "fp16": pytest.approx(local.cores * kind.ghz * fp16)}
+                                 "fp16": pytest.approx(local.cores * kind.ghz * fp16),
+                                 "int8": pytest.approx(local.cores * kind.ghz * kind.int8_ops_per_cycle)}
     # The result stores the very peak % of peak is computed from: no rounding in between.
     assert local.summary()["peak_gflops"] == local.peak_gflops
 

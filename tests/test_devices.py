@@ -18,9 +18,11 @@ def write(tmp_path, text):
 def test_shipped_devices_file_loads_with_documented_peaks():
     reg = load_devices(REPO / "devices.yaml")
     assert reg.default == "local"
-    assert reg.get("rasp3b").peak_gflops == {"fp32": pytest.approx(19.2), "fp16": pytest.approx(19.2)}
+    assert reg.get("rasp3b").peak_gflops == {"fp32": pytest.approx(19.2), "fp16": pytest.approx(19.2),
+                                             "int8": pytest.approx(38.4)}
     assert reg.get("rasp4").peak_gflops["fp32"] == pytest.approx(48.0)
-    assert reg.get("rasp5").peak_gflops == {"fp32": pytest.approx(153.6), "fp16": pytest.approx(307.2)}
+    assert reg.get("rasp5").peak_gflops == {"fp32": pytest.approx(153.6), "fp16": pytest.approx(307.2),
+                                            "int8": pytest.approx(614.4)}
     pi3 = reg.get("rasp3b")
     assert pi3.target["mtriple"] == "armv7l-linux-gnueabihf" and pi3.freq_ghz == 0.6
     assert pi3.host and pi3.user and pi3.key and pi3.python and not pi3.trust_on_first_use

@@ -18,7 +18,7 @@ def test_real_result_validates_against_the_schema_file(tiny_result):
     assert doc["schema_version"] == store.SCHEMA_VERSION == 3
     assert doc["complete"] is True
     assert doc["created_utc"].endswith("Z")
-    assert set(doc["device"]["peak_gflops"]) == {"fp32", "fp16"}
+    assert set(doc["device"]["peak_gflops"]) == {"fp32", "fp16", "int8"}
     assert {"governor", "freq_mhz", "temp_c", "load_1m"} <= set(doc["system"]["before"])
 
 

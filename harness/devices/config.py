@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import yaml
 
-from harness.devices.peaks import KNOWN_CORES, detect_host, peak_gflops
+from harness.devices.peaks import INT8_OPS_PER_CYCLE, KNOWN_CORES, detect_host, peak_gflops
 from harness.errors import UserError
 from harness.names import SAFE_NAME_RULE, is_safe_name
 from harness.userfiles import read_user_text
@@ -42,7 +42,7 @@ class Device:
     cpu_model: str
     cores: int
     freq_ghz: float
-    flops_per_cycle: dict[str, int]  # {"fp32": n, "fp16": n}
+    flops_per_cycle: dict[str, int]  # {"fp32": n, "fp16": n, "int8": n}; int8 counts OPs
     target: dict[str, Any] | str  # a TVM target dict, or "host"
     description: str = ""
     isa: tuple[str, ...] = ()
@@ -141,7 +141,18 @@ def _auto_or(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
 
 
 def _is_fpc(v: Any) -> bool:
-    return isinstance(v, dict) and set(v) == {"fp32", "fp16"} and all(_is_pos_int(x) for x in v.values())
+    return (isinstance(v, dict) and {"fp32", "fp16"} <= set(v) <= {"fp32", "fp16", "int8"}
+            and all(_is_pos_int(x) for x in v.values()))
+
+
+def default_int8_ops(cpu: str | None, fp32: int, host_int8: int | None) -> int:
+    """The int8 OP/cycle of an entry that does not give one: detected on the local host, the
+    known core's figure, else twice fp32 - the rate of a core whose widest int8
+    multiply-accumulate is a widening one (NEON SMLAL: 8 MACs per 128-bit instruction where
+    FMLA does 4), the conservative reading for a core without dot-product instructions."""
+    if host_int8 is not None:
+        return host_int8
+    return INT8_OPS_PER_CYCLE.get(cpu or "", 2 * fp32)
 
 
 def _is_target(v: Any) -> bool:
@@ -192,12 +203,14 @@ def _parse_device(path: Path, name: str, raw: Any) -> Device:
     cores = detected("cores", _is_pos_int, "a positive integer", host_info and host_info.cores)
     freq = detected("freq_ghz", _is_pos_num, "a positive number of GHz", host_info and host_info.freq_ghz)
     default_fpc = (host_info.flops_per_cycle if host_info else KNOWN_CORES.get(cpu or ""))
-    fpc = e.get("flops_per_cycle", _auto_or(_is_fpc), "{fp32: N, fp16: N} with positive integers",
+    fpc = e.get("flops_per_cycle", _auto_or(_is_fpc), "{fp32: N, fp16: N[, int8: N]} with positive integers",
                 "auto" if default_fpc else None, required=default_fpc is None)
     if fpc == "auto":
         if default_fpc is None:
             raise e.fail("flops_per_cycle", f"cpu {cpu!r} is not in the known table; give the value")
         fpc = {"fp32": default_fpc[0], "fp16": default_fpc[1]}
+    host_int8 = host_info.int8_ops_per_cycle if host_info else None
+    fpc = {**fpc, "int8": fpc.get("int8") or default_int8_ops(cpu, fpc["fp32"], host_int8)}
     arch = detected("arch", _is_str, "armv7l, aarch64 or x86_64", host_info and host_info.arch)
     target = e.get("target", _is_target, "a TVM target mapping with a 'kind', or 'host'",
                    "host" if host_info else None, required=host_info is None)

@@ -7,6 +7,12 @@ FLOP/cycle/core counts a fused multiply-add as two FLOPs, over all SIMD FMA pipe
 - x86 with AVX-512 (two 512-bit FMA ports assumed) = 64 fp32; AVX512-FP16 doubles it for fp16.
 Where a core has no fp16 arithmetic, fp16 data is computed in fp32, so its fp16 peak is its
 fp32 peak and builds report that they only *store* fp16.
+
+int8 peaks count OPs the same way (an int8 multiply-accumulate is two OPs), over the widest
+int8 multiply-accumulate instruction the SIMD unit has (INT8_PEAK_SOURCES says which and where
+the figure comes from). They are vector peaks: QNNPACK, the int8 build's library, uses none of
+SDOT, VNNI or AMX, so it sits well below them on cores that have those instructions, which is
+what the % of peak is there to show.
 """
 from __future__ import annotations
 
@@ -19,6 +25,25 @@ KNOWN_CORES: dict[str, tuple[int, int]] = {
     "cortex-a53": (8, 8),
     "cortex-a72": (8, 8),
     "cortex-a76": (16, 32),
+}
+# cpu -> int8 OP/cycle/core (2 x int8 multiply-accumulates per cycle), with where the figure is from.
+INT8_OPS_PER_CYCLE: dict[str, int] = {
+    "cortex-a53": 16,
+    "cortex-a72": 16,
+    "cortex-a76": 64,
+}
+INT8_PEAK_SOURCES: dict[str, str] = {
+    # Arm publishes no Software Optimization Guide for the A53. Its SMLAL/SMLAL2 (8 x int8 ->
+    # int16 MACs into a 128-bit accumulator) is taken at one per cycle, the rate the fp32 figure
+    # above assumes for a 128-bit NEON multiply-accumulate.
+    "cortex-a53": "SMLAL .8H, 8 MACs x 1/cycle (assumed as the fp32 128-bit FMLA rate; no Arm SOG for A53)",
+    # Cortex-A72 Software Optimization Guide (Arm UAN 0016A, 2015), section 3, ASIMD integer
+    # instructions: "ASIMD multiply accumulate long" SMLAL(2)/UMLAL(2), throughput 1, pipe F0 only.
+    "cortex-a72": "SMLAL .8H, 8 MACs x 1/cycle on F0 (Cortex-A72 SOG, Arm UAN 0016A, ASIMD integer)",
+    # Cortex-A76 Software Optimization Guide (Arm PJDOC-466751330-7215), ASIMD integer
+    # instructions: "ASIMD dot product" SDOT/UDOT, throughput 2, pipes V (V0 and V1); a 128-bit
+    # SDOT is 16 int8 MACs.
+    "cortex-a76": "SDOT .4S, 16 MACs x 2/cycle on V0/V1 (Cortex-A76 SOG, Arm PJDOC-466751330-7215)",
 }
 # ARM "CPU part" in /proc/cpuinfo -> LLVM cpu name
 ARM_PARTS = {"0xd03": "cortex-a53", "0xd08": "cortex-a72", "0xd0b": "cortex-a76"}
@@ -55,6 +80,7 @@ class HostInfo:
     freq_ghz: float | None
     isa: tuple[str, ...]  # the SIMD features that decide the peak
     flops_per_cycle: tuple[int, int]  # (fp32, fp16)
+    int8_ops_per_cycle: int
 
     @property
     def fp16_arithmetic(self) -> bool:
@@ -97,6 +123,33 @@ def x86_flops_per_cycle(flags: set[str]) -> tuple[int, int]:
     return 8, 8
 
 
+def x86_int8_ops_per_cycle(flags: set[str]) -> int:
+    """int8 OP/cycle/core of the x86 vector unit, two FMA-class ports assumed as for fp32.
+
+    VPDPBUSD (u8 x s8, 4 products summed into each int32 lane; Intel SDM vol. 2, AVX512_VNNI and
+    AVX_VNNI): 64 MACs per zmm, 32 per ymm, two per cycle on ports 0 and 5 of Intel server cores
+    (Intel Intrinsics Guide / uops.info: throughput 0.5 CPI on Ice Lake-SP and later).
+    Without VNNI, one 32-MAC step is VPMADDUBSW + VPMADDWD (+ VPADDD), both multiplies, so two
+    multiply ports give 32 MACs per cycle. AMX tiles (amx_int8) are not counted: this is the
+    SIMD peak, like the fp32 one.
+    """
+    if "avx512_vnni" in flags and "avx512f" in flags:
+        return 2 * 2 * 64
+    if "avx_vnni" in flags or "avx512_vnni" in flags:
+        return 2 * 2 * 32
+    if "avx2" in flags:
+        return 2 * 32
+    return 2 * 16  # SSSE3 PMADDUBSW + PMADDWD on 128-bit registers
+
+
+def arm_int8_ops_per_cycle(cpu: str | None, features: set[str]) -> int:
+    """int8 OP/cycle/core: the known cores' figures; otherwise SDOT where the core has it
+    (`asimddp`), taken at two 128-bit pipes like the A76, else one SMLAL (8 MACs) per cycle."""
+    if cpu in INT8_OPS_PER_CYCLE:
+        return INT8_OPS_PER_CYCLE[cpu]
+    return 2 * 2 * 16 if "asimddp" in features else 2 * 8
+
+
 def arm_flops_per_cycle(cpu: str | None, features: set[str]) -> tuple[int, int]:
     if cpu in KNOWN_CORES:
         return KNOWN_CORES[cpu]
@@ -119,11 +172,13 @@ def detect_host() -> HostInfo:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if arch in ("x86_64", "i686"):
         flags = set(info.get("flags", "").split())
-        simd = tuple(f for f in ("avx512_fp16", "avx512f", "avx2", "fma", "avx", "f16c") if f in flags)
+        simd = tuple(f for f in ("avx512_fp16", "avx512f", "avx512_vnni", "avx_vnni", "avx2", "fma", "avx", "f16c")
+                     if f in flags)
         return HostInfo(arch, info.get("model name", "unknown"), None, cores, _max_freq_ghz(info),
-                        simd, x86_flops_per_cycle(flags))
+                        simd, x86_flops_per_cycle(flags), x86_int8_ops_per_cycle(flags))
     features = set(info.get("Features", "").split())
     cpu = ARM_PARTS.get(info.get("CPU part", ""))
-    simd = tuple(f for f in ("neon", "asimd", "asimdhp", "fphp", "vfpv4") if f in features)
+    simd = tuple(f for f in ("neon", "asimd", "asimdhp", "asimddp", "fphp", "vfpv4") if f in features)
     model = info.get("model name") or cpu or "unknown"
-    return HostInfo(arch, model, cpu, cores, _max_freq_ghz(info), simd, arm_flops_per_cycle(cpu, features))
+    return HostInfo(arch, model, cpu, cores, _max_freq_ghz(info), simd, arm_flops_per_cycle(cpu, features),
+                    arm_int8_ops_per_cycle(cpu, features))

@@ -15,6 +15,7 @@ from harness.devices.config import EMULATED_LABEL
 from harness.history import Regression
 from harness.report import speedup as speedup_mod
 from harness.report.compare import Comparison
+from harness.report.table import peaks_text
 from harness.report.view import MARKS, RunView
 
 
@@ -65,7 +66,8 @@ def environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.PackageLoader("harness.report", "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
-    env.globals.update(num=num, state_rows=state_rows, marks=MARKS, emulated_label=EMULATED_LABEL)
+    env.globals.update(num=num, state_rows=state_rows, marks=MARKS, emulated_label=EMULATED_LABEL,
+                       peaks_text=peaks_text)
     return env
 
 

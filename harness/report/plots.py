@@ -54,12 +54,14 @@ def gflops_by_layer(view: RunView) -> Figure:
         top = max(top, np.nanmax(ys) if np.isfinite(ys).any() else 0)
     for dtype, peak in _peaks(view).items():
         ax.axhline(peak, color="black", linestyle="--", linewidth=1)
-        ax.annotate(f"device peak {dtype} {peak:.1f} GFLOP/s (direct convolution)", (0, peak),
+        unit = "GOP/s" if dtype == "int8" else "GFLOP/s"
+        ax.annotate(f"device peak {dtype} {peak:.1f} {unit} (direct convolution)", (0, peak),
                     xytext=(2, 3), textcoords="offset points", fontsize=8)
     ax.set_yscale("log")
     ax.set_ylim(top=top * 2)
     ax.set_xticks(x, [_text(row.id) for row in rows], rotation=60, ha="right", fontsize=8)
-    ax.set_ylabel("GFLOP/s (effective: direct-convolution FLOPs / time)")
+    int8 = ", GOP/s for int8 builds" if "int8" in _peaks(view) else ""
+    ax.set_ylabel(f"GFLOP/s (effective: direct-convolution FLOPs / time{int8})")
     ax.set_title("Per-layer GFLOP/s by build")
     ax.grid(True, which="major", axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")

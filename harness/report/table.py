@@ -13,6 +13,18 @@ from harness.runner.stats import noise_warning
 from harness.terminal import labelled, warn
 
 
+def rate_unit(build: dict[str, Any]) -> str:
+    """GOP/s for a build measured against the int8 peak (its operations are int8, not floating
+    point), GFLOP/s for the others."""
+    return "GOP/s" if build.get("peak_dtype") == "int8" else "GFLOP/s"
+
+
+def peaks_text(peak: dict[str, float]) -> str:
+    """'153.6 GFLOP/s fp32, 307.2 fp16, 614.4 GOP/s int8' (int8 only where the file has it)."""
+    text = f"{peak['fp32']:.1f} GFLOP/s fp32, {peak['fp16']:.1f} fp16"
+    return text + (f", {peak['int8']:.1f} GOP/s int8" if "int8" in peak else "")
+
+
 def _ok_builds(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return [b for b in doc["builds"] if b["layers"]]
 
@@ -35,15 +47,15 @@ def layer_table(doc: dict[str, Any]) -> Table:
     peak = dev["peak_gflops"]
     # An emulated board's label leads the title: its numbers must not be read as a Pi's.
     emulated = f"{EMULATED_LABEL} - " if dev.get("emulated") else ""
+    int8 = " (GOP/s for int8 builds)" if any(rate_unit(b) == "GOP/s" for b in builds) else ""
     table = Table(title=f"{emulated}{doc['model']['name']} on {dev['name']} ({dev['cores']} cores, "
-                        f"peak {peak['fp32']:.1f} GFLOP/s fp32, {peak['fp16']:.1f} fp16) - "
-                        "GFLOP/s are effective (direct-convolution FLOPs)",
+                        f"peak {peaks_text(peak)}) - GFLOP/s are effective (direct-convolution FLOPs){int8}",
                   title_justify="left")
     table.add_column("layer", no_wrap=True)
     table.add_column("op", no_wrap=True)
     table.add_column("MFLOP", justify="right", no_wrap=True)
     for b in builds:
-        table.add_column(f"{b['name']}\nGFLOP/s", justify="right", no_wrap=True)
+        table.add_column(f"{b['name']}\n{rate_unit(b)}", justify="right", no_wrap=True)
         table.add_column("%peak", justify="right", no_wrap=True)
         if varying_impl(b):
             table.add_column("impl", no_wrap=True)
@@ -95,7 +107,7 @@ def print_run(doc: dict[str, Any], console: Console) -> None:
             console.print(labelled(f"build {b['name']} failed:", "red", str(b["message"])))
         elif "max_rel_error" in b:
             console.print(Text(f"{b['name']}: max relative error vs fp32 reference {b['max_rel_error']:.2e} "
-                               f"(tolerance {b['tolerance']:.0e})"))
+                               f"(tolerance {b['tolerance']:.2g})"))  # .0e showed int8's 0.25 as 2e-01
         for note in b.get("notes", []):
             console.print(Text(f"{b['name']}: {note}"))
     for w in run_warnings(doc):

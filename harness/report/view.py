@@ -15,7 +15,7 @@ import numpy as np
 from harness.devices.bandwidth import bandwidth_gb_s
 from harness.errors import UserError
 from harness.report.speedup import Speedup, speedup
-from harness.report.table import run_warnings
+from harness.report.table import rate_unit, run_warnings
 from harness.results.store import load_result
 from harness.runner.stats import Summary, summarize
 
@@ -63,7 +63,7 @@ class Source:
 class BuildRun:
     """One build as recorded in one result file."""
     record: dict[str, Any]
-    peak: float  # GFLOP/s of the peak this build is measured against (fp32 or fp16)
+    peak: float  # GFLOP/s (GOP/s for int8) of the peak this build is measured against (fp32, fp16 or int8)
     source: Source
     e2e: Summary | None = None
     speedup: Speedup | None = None  # end-to-end, against the baseline
@@ -75,6 +75,11 @@ class BuildRun:
     @property
     def ok(self) -> bool:
         return self.record["status"] == "ok"
+
+    @property
+    def unit(self) -> str:
+        """GFLOP/s, or GOP/s for an int8 build."""
+        return rate_unit(self.record)
 
     @property
     def samples(self) -> list[float]:
