@@ -1,8 +1,13 @@
-"""`fp16-winograd`: the UNet in fp16 storage, every 3x3 conv a TVM-generated Winograd F(m x m, 3x3).
+"""`fp16-winograd`: the network in fp16 storage, every 3x3 conv a TVM-generated Winograd F(m x m, 3x3).
 
 Convolutions are PrimFuncs written from topi's Winograd stages (harness/tuning/winograd.py) and
 added to the Relax module under their layer's name, so per-layer timing still maps to layer
-ids; MaxPool/ReLU and Resize/Add/ReLU are fused fp16 kernels too (harness/builds/fp16_layers.py). Weights are
+ids. Winograd F(m x m, 3x3) computes 3x3 stride-1 convolutions with one group only; every
+other convolution (1x1, strided, 7x7, depthwise) runs the direct kernel in the same precision
+(`direct:fp16-storage`, depthwise and grouped ones `direct:depthwise/fp16-storage` from the
+grouped template). MaxPool/ReLU and Resize/Add/ReLU are fused fp16 kernels too
+(harness/builds/fp16_layers.py); the other layers (pools, adds, concat, shuffles, linear) are
+TVM's default kernels in fp16 (`tvm-fp16`). Weights are
 Winograd-transformed once, here, in numpy (fp64, stored fp16). Per layer, `harness tune
 --builds fp16-winograd` chooses the tile size and GEMM register tile, or the direct template in
 the same precision where Winograd does not pay (3 input channels, 3 output channels).
@@ -26,14 +31,17 @@ import numpy as np
 
 from harness.builds.base import BuildContext
 from harness.builds.fp16_layers import memory_layer_primfunc
-from harness.builds.tvm_common import MANIFEST_FILE, Plan, TVMBuildBase, lower, make_target, schedule_primfunc, simd_lanes
+from harness.builds.nnpack_layers import conv_kind
+from harness.builds.tvm_common import (MANIFEST_FILE, Plan, TVMBuildBase, lower, make_target, schedule_network,
+                                       schedule_primfunc, simd_lanes)
 from harness.builds.tvm_pure import tuning_database, tuning_notes
 from harness.builds.tvm_relax import emit_relax, relax_params
 from harness.devices.config import Device
-from harness.model.layers import CONV, Layer, LayerTable
+from harness.model.layers import CONV, MAXPOOL_RELU, RESIZE_ADD_RELU, Layer, LayerTable
 from harness.model.weights import ConvWeights
 from harness.tuning.database import TuningDatabase
 from harness.tuning.search import Task
+from harness.tuning.conv_grouped import GroupedParams
 from harness.tuning.winograd import (DirectParams, KernelParams, WinogradParams, default_params, direct_primfunc,
                                      SHIPPED_MATRICES, kernel_space, params_from_json, schedule_kernel,
                                      transform_matrices, transform_weights,
@@ -50,14 +58,24 @@ UNTUNED = ":untuned"
 KERNEL_TOLERANCE = {"float32": 1e-2, "float16": 3e-2}
 
 
+OWN_KERNEL_OPS = (MAXPOOL_RELU, RESIZE_ADD_RELU)  # harness/builds/fp16_layers.py
+
+
+def no_conv_schedule(layer: Layer):
+    raise AssertionError(f"{layer.id}: every conv of this build is its own kernel, scheduled already")
+
+
 def compute_dtype(device: Device) -> str:
     return "float16" if device.fp16_arithmetic else "float32"
 
 
-def impl_label(params: KernelParams, device: Device, tuned: bool) -> str:
-    """e.g. winograd:F4x4/fp16-storage (fp32 math), winograd-fp16:F4x4 (fp16 math)."""
+def impl_label(params: KernelParams, device: Device, tuned: bool, kind: str = "conv") -> str:
+    """e.g. winograd:F4x4/fp16-storage (fp32 math), winograd-fp16:F4x4 (fp16 math),
+    direct:fp16-storage, direct:depthwise/fp16-storage (the grouped template)."""
     fp16_math = device.fp16_arithmetic
-    if isinstance(params, DirectParams):
+    if isinstance(params, DirectParams) and isinstance(params.conv, GroupedParams):
+        label = f"direct-fp16:{kind}" if fp16_math else f"direct:{kind}/fp16-storage"
+    elif isinstance(params, DirectParams):
         label = "direct-fp16" if fp16_math else "direct:fp16-storage"
     else:
         label = f"winograd-fp16:{params.label}" if fp16_math else f"winograd:{params.label}/fp16-storage"
@@ -67,7 +85,7 @@ def impl_label(params: KernelParams, device: Device, tuned: bool) -> str:
 def kernel_choice(layer: Layer, db: TuningDatabase, device: Device) -> tuple[KernelParams, str]:
     best = db.best_params(layer.workload_key())
     params = params_from_json(best) if best else default_params(layer, simd_lanes(device, compute_dtype(device)))
-    return params, impl_label(params, device, tuned=best is not None)
+    return params, impl_label(params, device, tuned=best is not None, kind=conv_kind(layer))
 
 
 def layer_kernel(layer: Layer, params: KernelParams, device: Device):
@@ -91,7 +109,7 @@ def kernel_weights(table: LayerTable, weights: dict[str, ConvWeights], tiles: di
     """The weights the kernels take: Winograd layers get kpack (alpha, alpha, ci, co)."""
     return {layer.id: ConvWeights(transform_weights(weights[layer.id].weight, tiles[layer.id]),
                                   weights[layer.id].bias)
-            if tiles.get(layer.id) else weights[layer.id] for layer in table.convs}
+            if tiles.get(layer.id) else weights[layer.id] for layer in table.weighted}
 
 
 def precision_notes(device: Device) -> list[str]:
@@ -125,17 +143,23 @@ class FP16WinogradBuild(TVMBuildBase):
 
     def plan(self, ctx: BuildContext) -> Plan:
         db = tuning_database(ctx, KIND)
-        impls = {layer.id: "tvm-fp16" if ctx.device.fp16_arithmetic else "tvm:fp16-storage" for layer in ctx.table}
+        # The UNet's memory-bound blocks have kernels of their own (fp16 storage, `compute`
+        # math); every other non-conv layer is TVM's default kernel from Relax, in fp16
+        # arithmetic whatever the device (emulated where it has no fp16 math).
+        impls = {layer.id: ("tvm-fp16" if ctx.device.fp16_arithmetic else "tvm:fp16-storage")
+                 if layer.op in OWN_KERNEL_OPS else "tvm-fp16" for layer in ctx.table}
         choices: dict[str, KernelParams] = {}
         for layer in ctx.table.convs:
             choices[layer.id], impls[layer.id] = kernel_choice(layer, db, ctx.device)
         compute = compute_dtype(ctx.device)
         kernels = {layer.id: layer_kernel(layer, choices[layer.id], ctx.device) if layer.op == CONV
-                   else memory_layer_primfunc(layer, STORAGE, compute) for layer in ctx.table}
+                   else memory_layer_primfunc(layer, STORAGE, compute)
+                   for layer in ctx.table if layer.op == CONV or layer.op in OWN_KERNEL_OPS}
         tiles = {lid: getattr(p, "m", None) for lid, p in choices.items()}
         weights = kernel_weights(ctx.table, ctx.weights, tiles)
         emitted = emit_relax(ctx.table, weights, dtype=STORAGE, kernels=kernels)
-        mod = lower(emitted.mod, make_target(ctx.device))
+        mod = schedule_network(lower(emitted.mod, make_target(ctx.device)), ctx.table, no_conv_schedule,
+                               skip=set(kernels))
         untuned = [lid for lid, impl in impls.items() if impl.endswith(UNTUNED)]
         return Plan(mod, emitted.params, impls, precision_notes(ctx.device) + tuning_notes(db, ctx.device, untuned))
 

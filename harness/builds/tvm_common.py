@@ -2,8 +2,10 @@
 
 Lowering runs Relax's "zero" pipeline (LegalizeOps, FuseOps, FuseTIR): the default CPU
 pipeline neither fuses nor schedules. Conv kernels then get the tuned template parameters
-from the device's tuning database (or the template's default, reported as untuned); pool and
-resize kernels, which are memory-bound, get a fixed parallel schedule.
+from the device's tuning database (or the template's default, reported as untuned), grouped
+and depthwise ones their own template (harness/tuning/conv_grouped.py); every other layer
+(pooling, resize, add, concat, shuffle, slice, linear), memory-bound, gets a fixed parallel
+schedule.
 """
 from __future__ import annotations
 
@@ -13,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.builds.base import Build, BuildContext, is_study_conv
+from harness.builds.base import Build, BuildContext
 from harness.builds.tvm_relax import func_name
 from harness.devices.config import Device
-from harness.model.layers import CONV, MAXPOOL_RELU, RESIZE_ADD_RELU, Layer, LayerTable
+from harness.model.layers import CONV, Layer, LayerTable
 
 
 def host_cpu() -> str:
@@ -77,18 +79,51 @@ def _is_reduction(sch, block) -> bool:
     return any(int(iv.iter_type) != 0 for iv in sch.get(block).iter_vars)  # 0: data-parallel
 
 
+MIN_PARALLEL = 64  # fewer rows than this (a linear layer's single row, say) and outputs are split instead
+
+
+def parallel_outer(sch, block):
+    """Fuse the block's outer data-parallel loops (all but the innermost: the output rows of an
+    NCHW map) and run them in parallel; all of them where that leaves too few to share out.
+    Returns the fused loop."""
+    loops = sch.get_loops(block)
+    spatial = [loop for loop, iv in zip(loops, sch.get(block).iter_vars) if int(iv.iter_type) == 0]
+    rows = spatial[:-1] or spatial
+    if _extent(sch, rows) < MIN_PARALLEL:
+        rows = spatial
+    outer = sch.fuse(*rows) if len(rows) > 1 else rows[0]
+    sch.parallel(outer)
+    return outer
+
+
+def _extent(sch, loops) -> int:
+    total = 1
+    for loop in loops:
+        total *= int(sch.get(loop).extent)
+    return total
+
+
 def parallel_schedule(sch) -> None:
-    """Memory-bound layers (MaxPool/ReLU, ResizeNearest/Add/ReLU) as one pass over the data:
-    inline the elementwise steps, compute the rest per output row, rows in parallel."""
+    """Memory-bound layers (pooling, adds, resizes, concat, shuffles, slices, linear layers) as
+    one pass over the data: inline the elementwise steps, compute the rest per output row,
+    rows in parallel. A step that cannot be inlined or moved into the first one's row loop
+    (TVM refuses some, e.g. a reshape's index arithmetic) gets its own parallel loop."""
+    from tvm.s_tir.schedule import ScheduleError  # noqa: PLC0415
+
     root = sch.get_sblock("root")
     for block in sch.get_child_blocks(root)[:-1]:
-        if not _is_reduction(sch, block):  # the pool's max is a reduction: it stays a block
-            sch.compute_inline(block)
+        if not _is_reduction(sch, block):  # a pool's max or a matmul's sum stays a block
+            try:
+                sch.compute_inline(block)
+            except ScheduleError:
+                pass  # stays a block of its own
     first, *rest = sch.get_child_blocks(root)
-    outer = sch.fuse(*sch.get_loops(first)[:3])  # batch, channel, output row
+    outer = parallel_outer(sch, first)
     for block in rest:
-        sch.reverse_compute_at(block, outer)
-    sch.parallel(outer)
+        try:
+            sch.reverse_compute_at(block, outer)
+        except ScheduleError:
+            parallel_outer(sch, block)
 
 
 def replace_func(mod, name: str, func):
@@ -148,10 +183,6 @@ class TVMBuildBase(Build):
         except ImportError as exc:
             return f"Apache TVM is not installed ({exc}); pip install apache-tvm==0.27.0.post1"
         return None
-
-    def supports(self, layer: Layer) -> bool:
-        """The UNet study's layers: what the Relax emitter, the schedules and the tuning are written for."""
-        return layer.op in (MAXPOOL_RELU, RESIZE_ADD_RELU) or is_study_conv(layer)
 
     @abstractmethod
     def plan(self, ctx: BuildContext) -> Plan: ...

@@ -1,11 +1,14 @@
 """`tvm-nnpack`: the hybrid. Per convolution, the fastest of TVM's tuned kernel and NNPACK's
 algorithms, chosen by measurement on the device; NNPACK runs from inside the TVM module.
 
-Candidates per conv workload: `tvm` (the tuned direct conv of the `tvm` build) and
+Candidates per conv workload: `tvm` (the tuned kernel of the `tvm` build) and
 `nnpack:<algorithm>/<strategy>` for algorithm in ft8x8, ft16x16, wt8x8, implicit_gemm, direct
 and strategy in compute (weights transformed per call) or precompute (transformed once at
-build time, then reused). `harness tune --builds tvm-nnpack` measures them all and saves the
-winner per workload in tuning/<device>/tvm-nnpack.json, the way a tuning log is saved.
+build time, then reused), as far as NNPACK accepts the layer (candidate_impls): a depthwise
+or grouped conv has no NNPACK candidate and runs TVM's kernel, labelled e.g.
+`tvm:depthwise:untuned (nnpack: no grouped conv)`; a strided one on x86 has only
+implicit_gemm. `harness tune --builds tvm-nnpack` measures them all and saves the winner per
+workload in tuning/<device>/tvm-nnpack.json, the way a tuning log is saved.
 
 NNPACK layers are emitted as `R.call_dps_packed` into a global function registered per layer;
 it wraps the VM's tensors zero-copy through DLPack and calls NNPACK into the output buffer.
@@ -22,13 +25,13 @@ import numpy as np
 
 from harness.builds.base import BuildContext
 from harness.builds.tvm_common import Plan, TVMBuildBase, lower, make_target, schedule_network, target_dict
-from harness.builds.tvm_pure import conv_choice, tuning_database, tuning_notes
+from harness.builds.nnpack_layers import accepts, layer_rule, make_conv
+from harness.builds.tvm_pure import conv_choice, is_untuned, schedule_any_conv, tuning_database, tuning_notes
 from harness.builds.tvm_relax import emit_relax
 from harness.devices.config import Device
 from harness.errors import UserError
 from harness.kernels import nnpack
 from harness.model.layers import Layer, LayerTable
-from harness.tuning.conv_direct import schedule_conv
 from harness.tuning.database import TuningDatabase, load_database
 from harness.tuning.search import Task
 
@@ -36,9 +39,13 @@ TVM_IMPL = "tvm"
 NNPACK_STRATEGIES = (nnpack.Strategy.compute, nnpack.Strategy.precompute)
 
 
-def candidate_impls() -> list[str]:
+def candidate_impls(layer: Layer | None = None) -> list[str]:
+    """`tvm` and the NNPACK algorithm/strategy pairs NNPACK accepts for `layer` (all of them
+    without a layer): none for a grouped or depthwise conv, only implicit_gemm for a strided one
+    on x86, and so on (nnpack.algorithm_rule)."""
     return [TVM_IMPL] + [f"nnpack:{a.name}/{s.name}"
-                         for a, s in itertools.product(nnpack.CANDIDATE_ALGORITHMS, NNPACK_STRATEGIES)]
+                         for a, s in itertools.product(nnpack.CANDIDATE_ALGORITHMS, NNPACK_STRATEGIES)
+                         if layer is None or accepts(layer, a, s)]
 
 
 def parse_impl(impl: str) -> tuple[nnpack.Algorithm, nnpack.Strategy]:
@@ -57,9 +64,7 @@ def parse_impl(impl: str) -> tuple[nnpack.Algorithm, nnpack.Strategy]:
 def make_nnpack_conv(layer: Layer, weight: np.ndarray, bias: np.ndarray, impl: str,
                      pool: nnpack.ThreadPool) -> nnpack.Conv2d:
     algorithm, strategy = parse_impl(impl)
-    _, c_in, h, w = layer.in_shape
-    shape = nnpack.ConvShape(c_in, layer.out_channels, h, w, layer.kernel, layer.padding)
-    return nnpack.Conv2d(shape, weight, bias, algorithm, strategy, relu=layer.relu, pool=pool)
+    return make_conv(layer, weight, bias, algorithm, strategy, pool)
 
 
 def register_nnpack_layer(name: str, conv: nnpack.Conv2d) -> None:
@@ -75,9 +80,20 @@ def register_nnpack_layer(name: str, conv: nnpack.Conv2d) -> None:
 
 def layer_choice(layer: Layer, choices: TuningDatabase, forced: dict[str, str]) -> str:
     if layer.id in forced:
-        return forced[layer.id]
+        impl = forced[layer.id]
+        reason = layer_rule(layer)
+        if impl != TVM_IMPL and reason:
+            raise UserError(f"layer {layer.id!r} cannot be forced to {impl}: nnpack: {reason}")
+        return impl
     best = choices.best_params(layer.workload_key())
     return best["impl"] if best else TVM_IMPL
+
+
+def tvm_label(layer: Layer, label: str) -> str:
+    """The TVM kernel's label, saying why where NNPACK was never a choice: e.g.
+    `tvm:depthwise:untuned (nnpack: no grouped conv)`."""
+    reason = layer_rule(layer)
+    return f"{label} (nnpack: {reason})" if reason else label
 
 
 def global_name(table: LayerTable, layer_id: str, impl: str) -> str:
@@ -123,19 +139,21 @@ class TVMNNPACKBuild(TVMBuildBase):
         for layer in ctx.table.convs:
             impl = layer_choice(layer, choices, forced)
             if impl == TVM_IMPL:
-                tvm_params[layer.id], impls[layer.id] = conv_choice(layer, tvm_db, ctx.device)
+                tvm_params[layer.id], label = conv_choice(layer, tvm_db, ctx.device)
+                impls[layer.id] = tvm_label(layer, label)
             else:
                 parse_impl(impl)
                 impls[layer.id] = impl
         external = nnpack_globals(ctx.table, impls)
         emitted = emit_relax(ctx.table, ctx.weights, external=external)
         mod = schedule_network(lower(emitted.mod, make_target(ctx.device)), ctx.table,
-                               lambda layer: (lambda sch: schedule_conv(sch, tvm_params[layer.id])),
+                               lambda layer: (lambda sch: schedule_any_conv(sch, tvm_params[layer.id])),
                                skip=set(external))
-        untuned = [lid for lid, impl in impls.items() if impl == "tvm:untuned"]
+        untuned = [lid for lid, impl in impls.items() if is_untuned(impl)]
         notes = tuning_notes(tvm_db, ctx.device, untuned)
         unchosen = [layer.id for layer in ctx.table.convs
-                    if layer.id not in forced and choices.best_params(layer.workload_key()) is None]
+                    if layer.id not in forced and layer_rule(layer) is None
+                    and choices.best_params(layer.workload_key()) is None]
         if unchosen:
             notes.append(f"no hybrid choice for {len(unchosen)} conv layer(s), TVM used: run "
                          f"`harness tune --device {ctx.device.name} --builds tvm-nnpack`")
@@ -152,13 +170,15 @@ def hybrid_tasks(table: LayerTable, device: Device, db: TuningDatabase, root: Pa
     pool = nnpack.ThreadPool(device.cores)
     tasks = []
     for layer in unique_conv_layers(table):
+        if layer_rule(layer):
+            continue  # no NNPACK candidate: the hybrid runs TVM's kernel, nothing to choose
         data = conv_data(layer)
 
         def measure(params: dict[str, Any], layer=layer, data=data) -> list[float]:
             if params["impl"] == TVM_IMPL:
                 choice, _ = conv_choice(layer, tvm_db, device)
                 func = schedule_primfunc(layer_primfunc(layer, "float32", target),
-                                         lambda sch: schedule_conv(sch, choice))
+                                         lambda sch: schedule_any_conv(sch, choice))
                 return time_tvm_kernel(func, target, data, "float32", 1e-4)
             conv = make_nnpack_conv(layer, data["w"], data["b"], params["impl"], pool)
             out = np.zeros_like(data["ref"])
@@ -166,5 +186,5 @@ def hybrid_tasks(table: LayerTable, device: Device, db: TuningDatabase, root: Pa
             check_output(out, data["ref"], TVMNNPACKBuild.tolerance)
             return time_callable(lambda: conv.run_into(data["x"], out))
 
-        tasks.append(Task(layer.workload_key(), layer, [{"impl": i} for i in candidate_impls()], measure))
+        tasks.append(Task(layer.workload_key(), layer, [{"impl": i} for i in candidate_impls(layer)], measure))
     return tasks

@@ -1,20 +1,26 @@
-"""`tvm`: the UNet compiled by Apache TVM, every kernel TVM's own.
+"""`tvm`: the network compiled by Apache TVM, every kernel TVM's own.
 
-Each layer is one fused kernel (conv+bias+ReLU, MaxPool+ReLU, ResizeNearest+Add+ReLU).
-Convolutions use the direct-conv template with the parameters found by `harness tune` for this
-device (tuning/<device>/tvm-conv2d.json); a workload missing from the database falls back to
-the template's default tile and is reported as `tvm:untuned`.
+Each layer is one fused kernel (conv+bias+ReLU, MaxPool+ReLU, ResizeNearest+Add+ReLU, ...).
+Convolutions use the direct-conv template (any kernel and stride), grouped and depthwise ones
+the grouped template, with the parameters found by `harness tune` for this device
+(tuning/<device>/tvm-conv2d.json); a workload missing from the database falls back to the
+template's default tile and is reported as `tvm:untuned` (`tvm:depthwise:untuned`).
 """
 from __future__ import annotations
 
 from harness.builds.base import BuildContext
+from harness.builds.nnpack_layers import conv_kind
 from harness.builds.tvm_common import Plan, TVMBuildBase, lower, make_target, schedule_network, simd_lanes, target_dict
 from harness.builds.tvm_relax import emit_relax
 from harness.builds.tvm_vm import tvm_threads
 from harness.devices.config import Device
 from harness.model.layers import Layer
 from harness.tuning.conv_direct import ConvParams, default_params, schedule_conv
+from harness.tuning.conv_grouped import GroupedParams, schedule_grouped
+from harness.tuning.conv_grouped import default_params as grouped_default
 from harness.tuning.database import TuningDatabase, load_database
+
+UNTUNED = ":untuned"
 
 
 def tuning_database(ctx: BuildContext, kind: str) -> TuningDatabase:
@@ -23,12 +29,33 @@ def tuning_database(ctx: BuildContext, kind: str) -> TuningDatabase:
     return load_database(ctx.device.name, kind, target_dict(ctx.device), **root)
 
 
-def conv_choice(layer: Layer, db: TuningDatabase, device: Device) -> tuple[ConvParams, str]:
-    """The tuned template parameters for this layer, and the impl label to report."""
+ConvChoice = ConvParams | GroupedParams
+
+
+def conv_choice(layer: Layer, db: TuningDatabase, device: Device) -> tuple[ConvChoice, str]:
+    """The tuned template parameters for this layer, and the impl label to report: `tvm` /
+    `tvm:untuned` for the direct template, `tvm:depthwise` (or grouped) / `...:untuned` for
+    the grouped one."""
     best = db.best_params(layer.workload_key())
+    if layer.groups > 1:
+        label = f"tvm:{conv_kind(layer)}"
+        if best is None:
+            return grouped_default(layer, simd_lanes(device)), label + UNTUNED
+        return GroupedParams.from_json(best), label
     if best is None:
-        return default_params(layer, simd_lanes(device)), "tvm:untuned"
+        return default_params(layer, simd_lanes(device)), "tvm" + UNTUNED
     return ConvParams.from_json(best), "tvm"
+
+
+def schedule_any_conv(sch, params: ConvChoice):
+    """The conv template the parameters belong to, applied to one conv PrimFunc."""
+    if isinstance(params, GroupedParams):
+        return schedule_grouped(sch, params)
+    return schedule_conv(sch, params)
+
+
+def is_untuned(impl: str) -> bool:
+    return UNTUNED in impl  # also when a reason follows: "tvm:untuned (nnpack: ...)"
 
 
 def tuning_notes(db: TuningDatabase, device: Device, untuned: list[str]) -> list[str]:
@@ -51,11 +78,11 @@ class TVMBuild(TVMBuildBase):
     def plan(self, ctx: BuildContext) -> Plan:
         db = tuning_database(ctx, "tvm-conv2d")
         impls = {layer.id: "tvm" for layer in ctx.table}
-        choices: dict[str, ConvParams] = {}
+        choices: dict[str, ConvChoice] = {}
         for layer in ctx.table.convs:
             choices[layer.id], impls[layer.id] = conv_choice(layer, db, ctx.device)
         emitted = emit_relax(ctx.table, ctx.weights)
         mod = schedule_network(lower(emitted.mod, make_target(ctx.device)), ctx.table,
-                               lambda layer: (lambda sch: schedule_conv(sch, choices[layer.id])))
-        untuned = [lid for lid, impl in impls.items() if impl == "tvm:untuned"]
+                               lambda layer: (lambda sch: schedule_any_conv(sch, choices[layer.id])))
+        untuned = [lid for lid, impl in impls.items() if is_untuned(impl)]
         return Plan(mod, emitted.params, impls, tuning_notes(db, ctx.device, untuned))

@@ -4,7 +4,8 @@ Each layer becomes a private Relax function marked Primitive and named after its
 (`enc1.conv2` -> `enc1__conv2`). FuseOps leaves Primitive functions alone and FuseTIR turns
 each into exactly one PrimFunc of the same name, so:
 - the fusion is the UNet study's by construction: conv+bias(+ReLU), MaxPool+ReLU,
-  ResizeNearest+Add+ReLU are each one kernel;
+  ResizeNearest+Add+ReLU are each one kernel, and so is every other layer of the table
+  (conv+bias+ReLU6, a linear layer with its flatten, a channel shuffle's reshapes);
 - the symbol `vm.set_instrument` reports is the layer id, with no guessing.
 A layer can instead be handed to an external function (the hybrid's NNPACK convolutions),
 emitted as `R.call_dps_packed` to a registered global.
@@ -16,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from harness.model.layers import CONV, INPUT, MAXPOOL_RELU, RESIZE_ADD_RELU, Layer, LayerTable
+from harness.model.layers import (ADD, AVGPOOL, CHANNEL_SHUFFLE, CHANNEL_SLICE, CONCAT, CONV, GLOBAL_AVGPOOL, INPUT,
+                                  LINEAR, MAXPOOL, MAXPOOL_RELU, RELU, RELU6, RESIZE_ADD_RELU, RESIZE_NEAREST, Layer,
+                                  LayerTable)
 from harness.model.weights import ConvWeights
 
 SEP = "__"
@@ -42,29 +45,79 @@ def _tensor(shape, dtype: str):
     return relax.TensorType(tuple(int(s) for s in shape), dtype)
 
 
-def _layer_body(layer: Layer, args: list, dtype: str, out_hw: tuple[int, int]):
+def _activation(y, activation: str):
+    from tvm import relax  # noqa: PLC0415
+
+    if activation == RELU:
+        return relax.op.nn.relu(y)
+    if activation == RELU6:
+        return relax.op.clip(y, 0, 6)  # as the PyTorch frontend emits relu6
+    return y
+
+
+def _layer_body(layer: Layer, args: list, dtype: str, out_hw: tuple[int, ...]):
+    """The layer's computation in Relax ops (legalized to topi computes by the zero pipeline)."""
     from tvm import relax  # noqa: PLC0415
 
     op = relax.op
     if layer.op == CONV:
         x, w, b = args
-        y = op.add(op.nn.conv2d(x, w, strides=layer.stride, padding=layer.padding,
+        y = op.add(op.nn.conv2d(x, w, strides=layer.stride, padding=layer.padding, groups=layer.groups,
                                 data_layout="NCHW", kernel_layout="OIHW", out_dtype=dtype), b)
-        return op.nn.relu(y) if layer.relu else y
+        return _activation(y, layer.activation)
+    if layer.op == LINEAR:
+        x, w, b = args
+        if layer.flatten:
+            x = op.reshape(x, (layer.in_shape[0], layer.in_features))
+        return _activation(op.add(op.matmul(x, op.permute_dims(w), out_dtype=dtype), b), layer.activation)
     if layer.op == MAXPOOL_RELU:
         (x,) = args
         return op.nn.relu(op.nn.max_pool2d(x, pool_size=layer.kernel, strides=layer.stride))
     if layer.op == RESIZE_ADD_RELU:
         x, skip = args
-        up = op.image.resize2d(x, size=out_hw, layout="NCHW", method="nearest_neighbor",
-                               coordinate_transformation_mode="asymmetric", rounding_method="floor")
-        return op.nn.relu(op.add(up, skip))
+        return op.nn.relu(op.add(_resize(x, out_hw), skip))
+    return _unweighted_body(layer, args, out_hw)
+
+
+def _resize(x, out_hw: tuple[int, ...]):
+    """Nearest neighbour as PyTorch's: asymmetric coordinates, floor."""
+    from tvm import relax  # noqa: PLC0415
+
+    return relax.op.image.resize2d(x, size=tuple(out_hw), layout="NCHW", method="nearest_neighbor",
+                                   coordinate_transformation_mode="asymmetric", rounding_method="floor")
+
+
+def _unweighted_body(layer: Layer, args: list, out_hw: tuple[int, ...]):
+    from tvm import relax  # noqa: PLC0415
+
+    op = relax.op
+    if layer.op in (MAXPOOL, AVGPOOL):
+        pool = op.nn.max_pool2d if layer.op == MAXPOOL else op.nn.avg_pool2d
+        extra = {} if layer.op == MAXPOOL else {"count_include_pad": True}  # PyTorch's default
+        return pool(args[0], pool_size=layer.kernel, strides=layer.stride, padding=layer.padding,
+                    ceil_mode=layer.ceil_mode, **extra)
+    if layer.op == GLOBAL_AVGPOOL:
+        return op.mean(args[0], axis=[2, 3], keepdims=not layer.flatten)
+    if layer.op == ADD:
+        return _activation(op.add(*args), layer.activation)
+    if layer.op == CONCAT:
+        return op.concat(list(args), axis=1)
+    if layer.op == CHANNEL_SHUFFLE:
+        n, c, h, w = layer.in_shape
+        g = layer.groups
+        grouped = op.reshape(args[0], (n, g, c // g, h, w))
+        return op.reshape(op.permute_dims(grouped, [0, 2, 1, 3, 4]), (n, c, h, w))
+    if layer.op == CHANNEL_SLICE:
+        start, stop = layer.channels  # type: ignore[misc]
+        return op.strided_slice(args[0], axes=[1], begin=[start], end=[stop])
+    if layer.op == RESIZE_NEAREST:
+        return _resize(args[0], out_hw)
     raise ValueError(f"layer {layer.id}: unknown op {layer.op!r}")
 
 
 def emit_relax(table: LayerTable, weights: dict[str, ConvWeights], dtype: str = "float32",
                external: dict[str, str] | None = None, kernels: dict[str, Any] | None = None) -> Emitted:
-    """The UNet as Relax. `external` maps layer ids to global function names called through
+    """The layer table as Relax. `external` maps layer ids to global function names called through
     R.call_dps_packed (destination-passing: the callee writes into the output tensor).
     `kernels` maps layer ids to ready (scheduled) PrimFuncs (the layer's inputs, [weight, bias,]
     out), added under the layer's name and called with call_tir; a conv's weight argument is
@@ -84,11 +137,11 @@ def emit_relax(table: LayerTable, weights: dict[str, ConvWeights], dtype: str = 
     x = relax.Var("x", _tensor(table.config.input_shape, in_dtype))
     main_params = [x]
     wvars: dict[str, tuple] = {}
-    for layer in table.convs:
+    for layer in table.weighted:
         if layer.id in external:
             continue  # the external kernel owns its (possibly pre-transformed) weights
         w = relax.Var(f"{func_name(layer.id)}_w", _tensor(weights[layer.id].weight.shape, dtype))
-        b = relax.Var(f"{func_name(layer.id)}_b", _tensor((1, layer.out_channels, 1, 1), dtype))
+        b = relax.Var(f"{func_name(layer.id)}_b", _tensor(bias_shape(layer), dtype))
         wvars[layer.id] = (w, b)
         main_params += [w, b]
 
@@ -118,18 +171,22 @@ def relax_params(table: LayerTable, weights: dict[str, ConvWeights], dtype: str 
     """main's weight arguments, in order. Needs no TVM: a device rebuilds them from the seed."""
     np_dtype = np.float16 if dtype == "float16" else np.float32
     arrays: list[np.ndarray] = []
-    for layer in table.convs:
+    for layer in table.weighted:
         if layer.id not in (external or {}):
             arrays += [weights[layer.id].weight.astype(np_dtype),
-                       weights[layer.id].bias.reshape(1, -1, 1, 1).astype(np_dtype)]
+                       weights[layer.id].bias.reshape(bias_shape(layer)).astype(np_dtype)]
     return arrays
+
+
+def bias_shape(layer: Layer) -> tuple[int, ...]:
+    """Broadcast against the output: (1, C, 1, 1) for a conv, (1, features) for a linear layer."""
+    return (1, layer.out_channels, 1, 1) if layer.op == CONV else (1, layer.out_channels)
 
 
 def _layer_param_types(layer: Layer, input_shapes: list, dtype: str) -> list:
     types = [_tensor(shape, dtype) for shape in input_shapes]
-    if layer.op == CONV:
-        types += [_tensor((layer.out_channels, layer.in_channels, *layer.kernel), dtype),
-                  _tensor((1, layer.out_channels, 1, 1), dtype)]
+    if layer.weight_shape is not None:
+        types += [_tensor(layer.weight_shape, dtype), _tensor(bias_shape(layer), dtype)]
     return types
 
 
@@ -138,9 +195,11 @@ def _emit_layer_function(bb, layer: Layer, input_shapes: list, dtype: str):
     from tvm import relax  # noqa: PLC0415
 
     params = [relax.Var(f"p{i}", t) for i, t in enumerate(_layer_param_types(layer, input_shapes, dtype))]
-    with bb.function(func_name(layer.id), params, attrs={"Primitive": True}, private=True):
+    # The layer id as an attribute keeps identical layers (two same-shape blocks of a ResNet)
+    # apart: the BlockBuilder merges structurally equal functions into one.
+    with bb.function(func_name(layer.id), params, attrs={"Primitive": True, "harness.layer": layer.id}, private=True):
         with bb.dataflow():
-            out = bb.emit_output(_layer_body(layer, params, dtype, layer.out_shape[2:]))
+            out = bb.emit_output(_layer_body(layer, params, dtype, tuple(layer.out_shape[2:])))
         bb.emit_func_output(out)
     return bb.get().get_global_var(func_name(layer.id))
 
@@ -150,7 +209,7 @@ def emit_layer(layer: Layer, dtype: str = "float32"):
     from tvm import relax  # noqa: PLC0415
 
     bb = relax.BlockBuilder()
-    shapes = [layer.in_shape] + ([layer.out_shape] if layer.op == RESIZE_ADD_RELU else [])
+    shapes = list(layer.in_shapes)
     gv = _emit_layer_function(bb, layer, shapes, dtype)
     params = [relax.Var(f"a{i}", t) for i, t in enumerate(_layer_param_types(layer, shapes, dtype))]
     with bb.function("main", params):

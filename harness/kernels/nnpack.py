@@ -148,14 +148,90 @@ def _ptr(a: np.ndarray | None) -> int | None:
 class ConvShape:
     in_channels: int
     out_channels: int
-    height: int
+    height: int  # of the input
     width: int
     kernel: tuple[int, int] = (3, 3)
     padding: int = 1
+    stride: int = 1  # NNPACK's output_subsampling
+
+    @property
+    def out_height(self) -> int:
+        return (self.height + 2 * self.padding - self.kernel[0]) // self.stride + 1
+
+    @property
+    def out_width(self) -> int:
+        return (self.width + 2 * self.padding - self.kernel[1]) // self.stride + 1
+
+
+# What nnp_convolution_inference accepts (NNPACK src/convolution-inference.c and
+# include/nnpack/validation.h): no channel groups at all; padding smaller than the kernel on
+# every side; wt8x8 only 3x3, and with stride 2 only where NEON has its strided output
+# transform (ARM; on x86 the transform is missing and the call fails); ft8x8 kernels up to
+# 8x8 and ft16x16 up to 16x16, both stride 1 only; direct only 1x1 stride 1 and only with the
+# `compute` strategy; implicit_gemm any kernel and stride.
+
+def shape_rule(shape: ConvShape, groups: int = 1) -> str | None:
+    """Why NNPACK cannot compute this convolution with any algorithm, or None if it can."""
+    if groups != 1:
+        return "no grouped conv"
+    if shape.padding >= min(shape.kernel):
+        return "padding must be smaller than the kernel"
+    return None
+
+
+def algorithm_rule(shape: ConvShape, algorithm: Algorithm, strategy: Strategy = Strategy.compute,
+                   neon: bool | None = None) -> str | None:
+    """Why `algorithm` with `strategy` cannot compute `shape`, or None if NNPACK accepts it.
+    `neon`: whether the NNPACK inside PyTorch here is the ARM build (None: this machine's)."""
+    neon = is_arm() if neon is None else neon
+    kmax, stride = max(shape.kernel), shape.stride
+    if algorithm in (Algorithm.wt8x8, Algorithm.wt8x8_fp16):
+        if shape.kernel != (3, 3):
+            return f"{algorithm.name} is 3x3 only"
+        if stride > 2:
+            return f"{algorithm.name} takes stride 1 or 2"
+        if stride == 2 and not neon:
+            return f"{algorithm.name} stride 2 needs NEON"
+    if algorithm in (Algorithm.ft8x8, Algorithm.ft16x16):
+        limit = 8 if algorithm == Algorithm.ft8x8 else 16
+        if kmax > limit or stride != 1:
+            return f"{algorithm.name} needs a kernel up to {limit}x{limit} and stride 1"
+    if algorithm == Algorithm.direct:
+        if shape.kernel != (1, 1) or stride != 1:
+            return "direct is 1x1 stride 1 only"
+        if strategy != Strategy.compute:
+            return "direct has no precomputed weights"
+    return None
+
+
+def auto_choice(shape: ConvShape) -> Algorithm:
+    """The algorithm NNPACK's `auto` runs for this shape (its select_algorithm)."""
+    if shape.stride == 1:
+        if max(shape.kernel) == 1:
+            return Algorithm.direct
+        if shape.kernel == (3, 3):
+            return Algorithm.wt8x8
+        if min(shape.kernel) >= 2 and max(shape.kernel) <= 8:
+            tiles8 = _tiles(shape, 8)
+            return Algorithm.ft8x8 if tiles8 <= 4 * _tiles(shape, 16) else Algorithm.ft16x16
+        if min(shape.kernel) >= 2 and max(shape.kernel) <= 16:
+            return Algorithm.ft16x16
+    return Algorithm.implicit_gemm
+
+
+def _tiles(shape: ConvShape, tile: int) -> int:
+    kh, kw = shape.kernel
+    return -(-shape.out_height // (tile - kh + 1)) * -(-shape.out_width // (tile - kw + 1))
+
+
+def is_arm() -> bool:
+    import platform  # noqa: PLC0415
+
+    return platform.machine().lower() in ("aarch64", "arm64") or platform.machine().lower().startswith("arm")
 
 
 class Conv2d:
-    """One NNPACK convolution (stride 1, NCHW, batch 1) bound to its weights.
+    """One NNPACK convolution (NCHW, batch 1, any stride its algorithm takes) bound to its weights.
 
     With Strategy.precompute, the weights are transformed once here and every call runs with
     Strategy.reuse, as Caffe2 did with `convolution_transform_strategy: PRECOMPUTE`.
@@ -164,10 +240,12 @@ class Conv2d:
 
     def __init__(self, shape: ConvShape, weight: np.ndarray, bias: np.ndarray,
                  algorithm: Algorithm = Algorithm.auto, strategy: Strategy = Strategy.compute,
-                 relu: bool = False, pool: ThreadPool | None = None):
+                 relu: bool = False, pool: ThreadPool | None = None, relu6: bool = False):
         if strategy == Strategy.reuse:
             raise ValueError("pass Strategy.precompute; reuse is what calls run with afterwards")
         self.shape, self.algorithm, self.strategy, self.relu = shape, Algorithm(algorithm), Strategy(strategy), relu
+        # NNPACK fuses only ReLU; ReLU6 is a clamp on its output, as Caffe2's separate Clip op was.
+        self.relu6 = relu6
         self.pool = pool
         self.weight = np.ascontiguousarray(weight, dtype=np.float32)
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)
@@ -193,7 +271,7 @@ class Conv2d:
         p = s.padding
         return _lib().nnp_convolution_inference(
             int(self.algorithm), int(strategy), s.in_channels, s.out_channels,
-            _Size(s.width, s.height), _Padding(p, p, p, p), _Size(kw, kh), _Size(1, 1),
+            _Size(s.width, s.height), _Padding(p, p, p, p), _Size(kw, kh), _Size(s.stride, s.stride),
             inp, kernel, bias, out, workspace, size_ptr,
             1 if self.relu else 0, None, self.pool.handle if self.pool else None, None)
 
@@ -219,7 +297,7 @@ class Conv2d:
         return _aligned_empty(nbytes) if nbytes else None
 
     def run_into(self, x: np.ndarray, out: np.ndarray) -> None:
-        """x: (1, Cin, H, W) float32 C-contiguous; out: (1, Cout, H, W), written in place."""
+        """x: (1, Cin, H, W) float32 C-contiguous; out: (1, Cout, OH, OW), written in place."""
         if x.dtype != np.float32 or not x.flags.c_contiguous:
             raise ValueError("NNPACK needs a C-contiguous float32 input")
         size = ctypes.c_size_t(0 if self._workspace is None else self._workspace.nbytes)
@@ -228,10 +306,12 @@ class Conv2d:
                                   _ptr(out), _ptr(self._workspace), ctypes.byref(size))
         if status != 0:
             raise NNPACKError(f"{self.algorithm.name}/{self.strategy.name} convolution", status)
+        if self.relu6:
+            np.clip(out, 0.0, 6.0, out=out)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         s = self.shape
-        out = np.empty((1, s.out_channels, s.height, s.width), dtype=np.float32)
+        out = np.empty((1, s.out_channels, s.out_height, s.out_width), dtype=np.float32)
         self.run_into(x, out)
         return out
 

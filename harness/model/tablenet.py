@@ -29,7 +29,7 @@ def _module_key(layer_id: str) -> str:
     return layer_id.replace(".", "__")  # nn.ParameterDict keys cannot hold dots
 
 
-def _conv(layer: Layer, w: torch.Tensor, b: torch.Tensor) -> LayerFn:
+def conv_fn(layer: Layer, w: torch.Tensor, b: torch.Tensor) -> LayerFn:
     act = ACTIVATION_FNS[layer.activation]
     return lambda x: act(F.conv2d(x, w, b, layer.stride, layer.padding, 1, layer.groups))
 
@@ -90,7 +90,7 @@ class TableNet(nn.Module):
     def layer_fn(self, layer: Layer) -> LayerFn:
         if layer.op in (CONV, LINEAR):
             key = _module_key(layer.id)
-            make = _conv if layer.op == CONV else _linear
+            make = conv_fn if layer.op == CONV else _linear
             return make(layer, self.weights[key], self.biases[key])
         return _unweighted(layer)
 

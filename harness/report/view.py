@@ -28,6 +28,8 @@ MARKS = 3  # how many layers get the "slowest" and the "most improved" marks, pe
 FAST_ALGORITHMS = (("wt8x8", "Winograd"), ("winograd", "Winograd"),
                    ("ft8x8", "FFT"), ("ft16x16", "FFT"), ("fft", "FFT"),
                    ("nnpack:auto", "NNPACK auto (may pick Winograd or FFT)"))
+# Impl labels that name a direct method: never credited with a fast algorithm by the build's name.
+DIRECT_KERNELS = ("direct", "aten", "nnpack:implicit_gemm", "nnpack:direct", "tvm:depthwise", "tvm:grouped")
 
 
 def fast_algorithm(build: str, layer: dict[str, Any]) -> str | None:
@@ -38,6 +40,8 @@ def fast_algorithm(build: str, layer: dict[str, Any]) -> str | None:
     for key, name in FAST_ALGORITHMS:
         if key in impl:
             return name
+    if impl.startswith(DIRECT_KERNELS):  # e.g. fp16-winograd's direct fallback for a depthwise 3x3
+        return None
     if layer.get("kernel") == [3, 3]:
         for key, name in FAST_ALGORITHMS:
             if key in build.lower():

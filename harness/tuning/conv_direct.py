@@ -73,7 +73,7 @@ def default_params(layer: Layer, simd_lanes: int = 8) -> ConvParams:
 def schedule_conv(sch, params: ConvParams):
     """Apply the template in place to a tvm.s_tir.Schedule of one fused conv PrimFunc."""
     conv = sch.get_sblock("conv2d_nchw")
-    epilogue = _fold_epilogue(sch, conv)
+    epilogue = fold_epilogue(sch, conv)
     n, f, y, x, rc, ry, rx = sch.get_loops(conv)
     fo, fi = sch.split(f, [None, params.tf])
     yo, yi = sch.split(y, [None, params.ty])
@@ -108,7 +108,7 @@ def schedule_conv(sch, params: ConvParams):
     return sch
 
 
-def _fold_epilogue(sch, conv):
+def fold_epilogue(sch, conv):
     """Inline the elementwise chain after the conv (bias add, ...) into its last block, which
     writes the function's output; return that block (None if the conv writes it)."""
     block = conv

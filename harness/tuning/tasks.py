@@ -6,6 +6,7 @@ writing its output, for one) must never win.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import numpy as np
@@ -27,20 +28,24 @@ def unique_conv_layers(table: LayerTable) -> list[Layer]:
 
 
 def conv_data(layer: Layer, seed: int = 0) -> dict[str, np.ndarray]:
+    """A random input and He-scaled weights for one conv layer, with PyTorch's output."""
     rng = np.random.default_rng(seed)
-    _, c_in, h, w = layer.in_shape
-    x = rng.standard_normal((1, c_in, h, w)).astype(np.float32)
-    wt = (rng.standard_normal((layer.out_channels, c_in, *layer.kernel)) * np.sqrt(2.0 / (c_in * 9))).astype(np.float32)
+    shape = layer.weight_shape
+    assert shape is not None
+    x = rng.standard_normal(layer.in_shape).astype(np.float32)
+    wt = (rng.standard_normal(shape) * np.sqrt(2.0 / math.prod(shape[1:]))).astype(np.float32)
     b = rng.uniform(-0.1, 0.1, layer.out_channels).astype(np.float32)
     return {"x": x, "w": wt, "b": b, "ref": conv_reference(layer, x, wt, b)}
 
 
 def conv_reference(layer: Layer, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The layer's function in PyTorch (the fp32 reference's own code) on these numbers."""
     import torch  # noqa: PLC0415
-    import torch.nn.functional as F  # noqa: PLC0415
 
-    y = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), padding=layer.padding)
-    return (F.relu(y) if layer.relu else y).numpy()
+    from harness.model.tablenet import conv_fn  # noqa: PLC0415
+
+    with torch.inference_mode():
+        return conv_fn(layer, torch.from_numpy(w), torch.from_numpy(b))(torch.from_numpy(x)).numpy()
 
 
 def check_output(out: np.ndarray, ref: np.ndarray, tolerance: float) -> None:
@@ -83,20 +88,26 @@ def time_callable(fn: Callable[[], Any], repeats: int = REPEATS, min_repeat_ms: 
 
 
 def tvm_conv_tasks(table: LayerTable, device: Device, target, simd: int) -> list[Task]:
+    """Per conv workload, the `tvm` build's template tiles: the direct template's for ordinary
+    convs (any kernel and stride), the grouped template's for grouped and depthwise ones."""
     from harness.builds.tvm_common import layer_primfunc, schedule_primfunc  # noqa: PLC0415
-    from harness.tuning.conv_direct import ConvParams, schedule_conv, search_space  # noqa: PLC0415
+    from harness.builds.tvm_pure import schedule_any_conv  # noqa: PLC0415
+    from harness.tuning import conv_grouped  # noqa: PLC0415
+    from harness.tuning.conv_direct import ConvParams, search_space  # noqa: PLC0415
 
     tasks = []
     for layer in unique_conv_layers(table):
         func = layer_primfunc(layer, "float32", target)
         data = conv_data(layer)
+        grouped = layer.groups > 1
+        space = conv_grouped.search_space(layer, simd) if grouped else ranked(search_space(layer, simd))
 
-        def measure(params: dict[str, Any], func=func, data=data) -> list[float]:
-            p = ConvParams.from_json(params)
-            scheduled = schedule_primfunc(func, lambda sch: schedule_conv(sch, p))
+        def measure(params: dict[str, Any], func=func, data=data, grouped=grouped) -> list[float]:
+            p = conv_grouped.GroupedParams.from_json(params) if grouped else ConvParams.from_json(params)
+            scheduled = schedule_primfunc(func, lambda sch: schedule_any_conv(sch, p))
             return time_tvm_kernel(scheduled, target, data, "float32", 1e-4)
 
-        tasks.append(Task(layer.workload_key(), layer, [p.to_json() for p in ranked(search_space(layer, simd))], measure))
+        tasks.append(Task(layer.workload_key(), layer, [p.to_json() for p in space], measure))
     return tasks
 
 

@@ -41,8 +41,11 @@ from typing import Any
 
 import numpy as np
 
-from harness.model.layers import Layer
+from harness.builds.base import is_study_conv
+from harness.model.layers import RELU, RELU6, Layer
+from harness.tuning import conv_grouped
 from harness.tuning.conv_direct import ConvParams, schedule_conv, search_space
+from harness.tuning.conv_grouped import GroupedParams, schedule_grouped
 
 WINOGRAD = "winograd"
 DIRECT = "direct"
@@ -67,7 +70,7 @@ class WinogradParams:
 
 @dataclass(frozen=True)
 class DirectParams:
-    conv: ConvParams
+    conv: ConvParams | GroupedParams  # the direct template's tile, or the grouped template's
     algo: str = DIRECT
 
     def to_json(self) -> dict[str, Any]:
@@ -83,7 +86,8 @@ KernelParams = WinogradParams | DirectParams
 
 def params_from_json(d: dict[str, Any]) -> KernelParams:
     if d.get("algo") == DIRECT:
-        return DirectParams(ConvParams.from_json(d))
+        grouped = d.get("template") == "grouped"
+        return DirectParams(GroupedParams.from_json(d) if grouped else ConvParams.from_json(d))
     return WinogradParams(int(d["m"]), int(d["co_t"]), int(d["p_t"]), bool(d["k_cache"]))
 
 
@@ -247,19 +251,22 @@ def winograd_primfunc(layer: Layer, m: int, storage: str = "float16", compute: s
 
 
 def direct_primfunc(layer: Layer, storage: str = "float16", compute: str = "float32"):
-    """The direct conv with storage-dtype tensors and compute-dtype arithmetic, with the block
-    names of the Relax-legalized conv (pad_temp, conv2d_nchw, ...) so the direct template applies."""
+    """The direct conv (any kernel, stride and groups) with storage-dtype tensors and
+    compute-dtype arithmetic, with the block names of the Relax-legalized conv (pad_temp,
+    conv2d_nchw or group_conv2d_nchw, ...) so the direct or grouped template applies."""
     from tvm import te, topi  # noqa: PLC0415
 
-    _, ci_n, h, w = layer.in_shape
-    data = te.placeholder((1, ci_n, h, w), storage, name="data")
-    weight = te.placeholder((layer.out_channels, ci_n, 3, 3), storage, name="weight")
+    data = te.placeholder(layer.in_shape, storage, name="data")
+    weight = te.placeholder(layer.weight_shape, storage, name="weight")
     bias = te.placeholder((1, layer.out_channels, 1, 1), storage, name="bias")
     x = topi.cast(data, compute) if compute != storage else data
     k = topi.cast(weight, compute) if compute != storage else weight
-    y = topi.add(topi.nn.conv2d_nchw(x, k, 1, layer.padding, 1, out_dtype=compute), topi.cast(bias, compute))
-    if layer.relu:
+    conv = topi.nn.conv(x, k, layer.stride, layer.padding, 1, layer.groups, "NCHW", "OIHW", out_dtype=compute)
+    y = topi.add(conv, topi.cast(bias, compute))
+    if layer.activation == RELU:
         y = topi.nn.relu(y)
+    elif layer.activation == RELU6:
+        y = topi.clip(y, 0.0, 6.0)
     out = topi.cast(y, storage)
     return te.create_prim_func([data, weight, bias, out])
 
@@ -371,6 +378,8 @@ def _schedule_inverse(sch, simd: int) -> None:
 def schedule_kernel(sch, params: KernelParams, simd: int = 8):
     if isinstance(params, DirectParams):
         _inline_casts(sch)
+        if isinstance(params.conv, GroupedParams):
+            return schedule_grouped(sch, params.conv)
         return schedule_conv(sch, params.conv)
     return schedule_winograd(sch, params, simd)
 
@@ -382,7 +391,7 @@ def _inline_casts(sch) -> None:
     conv loop would convert a half."""
     for block in sch.get_child_blocks(sch.get_sblock("root")):
         stmt = sch.get(block)
-        if stmt.name_hint in ("pad_temp", "conv2d_nchw") or not sch.get_consumers(block):
+        if stmt.name_hint in ("pad_temp", "conv2d_nchw", conv_grouped.BLOCK) or not sch.get_consumers(block):
             continue
         if any(region.source.name == "weight" for region in stmt.reads):
             sch.vectorize(_split_vector(sch, sch.fuse(*sch.get_loops(block)), 8)[1])
@@ -395,7 +404,10 @@ def _inline_casts(sch) -> None:
 def winograd_space(layer: Layer, simd: int = 8) -> list[WinogradParams]:
     """Tile sizes that divide the plane, and GEMM register tiles of 6 to 16 accumulators.
     Most promising first: F(4x4), then 8 accumulators with 2 vectors of tiles (the best tile
-    on every large layer measured here)."""
+    on every large layer measured here). Empty for a conv Winograd F(m x m, 3x3) does not
+    compute here: anything but 3x3, stride 1, same padding, one group, none/ReLU."""
+    if not winograd_applies(layer):
+        return []
     _, c_out, h, w = layer.out_shape
     space = []
     for m in TILE_SIZES:
@@ -412,23 +424,37 @@ def winograd_space(layer: Layer, simd: int = 8) -> list[WinogradParams]:
                                         abs(q.p_t - 2 * simd)))
 
 
+def winograd_applies(layer: Layer) -> bool:
+    return is_study_conv(layer)
+
+
+def direct_space(layer: Layer, simd: int = 8, direct: int = 6) -> list[DirectParams]:
+    """The `direct` most promising tiles of the direct template, or the grouped template's."""
+    from harness.tuning.tasks import ranked  # noqa: PLC0415
+
+    if layer.groups > 1:
+        return [DirectParams(c) for c in conv_grouped.search_space(layer, simd)]
+    return [DirectParams(c) for c in ranked(search_space(layer, simd))[:direct]]
+
+
 def kernel_space(layer: Layer, simd: int = 8, direct: int = 6) -> list[KernelParams]:
     """Winograd candidates and the `direct` most promising direct tiles; the direct ones
     first where a side has few channels (the 3-channel input and head), where they win."""
-    from harness.tuning.tasks import ranked  # noqa: PLC0415
-
-    direct_tiles = [DirectParams(c) for c in ranked(search_space(layer, simd))[:direct]]
+    direct_tiles = direct_space(layer, simd, direct)
     if min(layer.in_channels, layer.out_channels) < 16:
         return [*direct_tiles, *winograd_space(layer, simd)]
     return [*winograd_space(layer, simd), *direct_tiles]
 
 
 def default_params(layer: Layer, simd: int = 8) -> KernelParams:
-    """Untuned: Winograd F(4x4) where the layer is Winograd-shaped, else the direct template."""
+    """Untuned: Winograd F(4x4) where the layer is Winograd-shaped, else the direct template
+    (the grouped one for grouped and depthwise convs)."""
     if layer.in_channels >= 16 and layer.out_channels >= 16:
         space = winograd_space(layer, simd)
         if space:
             return space[0]
+    if layer.groups > 1:
+        return DirectParams(conv_grouped.default_params(layer, simd))
     from harness.tuning.conv_direct import default_params as direct_default  # noqa: PLC0415
 
     return DirectParams(direct_default(layer, simd))
