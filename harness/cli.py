@@ -131,7 +131,8 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
 
     device = load_devices(args.devices_file).get(args.device)
     budget = Budget.of(args.trials, args.minutes)
-    tune(device, get_model(args.model), args.builds or list(TUNABLE), budget, console, restart=args.restart)
+    root = {"root": args.tuning_dir} if args.tuning_dir else {}
+    tune(device, get_model(args.model), args.builds or list(TUNABLE), budget, console, restart=args.restart, **root)
     return 0
 
 
@@ -275,6 +276,8 @@ def make_parser() -> argparse.ArgumentParser:
                         help="at most N candidates per workload, counting earlier runs")
     tune.add_argument("--restart", action="store_true",
                       help="forget this model's earlier measurements and search again")
+    tune.add_argument("--tuning-dir", type=Path, default=None, metavar="DIR",
+                      help="where the databases go, DIR/<device>/ (default: tuning/)")
     tune.set_defaults(func=cmd_tune)
 
     devices = sub.add_parser("devices", help="inspect devices")

@@ -44,7 +44,8 @@ def board_count(device: Device) -> int:
     return len(servers)
 
 
-def _session(device: Device):
+def request_session(device: Device):
+    """An RPC session on a free board of the device's key (waits for one to be free)."""
     try:
         return _tracker(device).request(device.tracker.key, priority=1,
                                         session_timeout=device.command_timeout_s)
@@ -65,7 +66,7 @@ def run_build_on_board(device: Device, request: dict[str, Any], artifacts: list[
                        reference: Path, progress: Progress) -> dict[str, Any]:
     build = request["builds"][0]
     progress(build, "waiting for a board", 0, 0)
-    sess = _session(device)
+    sess = request_session(device)
     files = {}
     for i, path in enumerate(artifacts):
         flat = f"upload-{i}-{path.name}"
@@ -113,5 +114,5 @@ def run_on_farm(device: Device, table: LayerTable, builds: list[str], settings: 
 
 def probe_on_farm(device: Device) -> dict[str, Any]:
     board_count(device)
-    sess = _session(device)
+    sess = request_session(device)
     return _call(device, "the probe", lambda: sess.get_function("harness.probe")())
