@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests.sshd import REPO, free_port
+from tests.test_farm import farm  # noqa: F401
 
 pytest.importorskip("tvm")
 
@@ -102,3 +103,58 @@ def test_unreachable_device_is_one_clear_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("harness: error: device 'gone': cannot connect"), done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "tuning").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon"])
+def test_bad_candidate_timeout_is_one_clear_line(value, tmp_path):
+    done = harness("tune", "--model", "unet-tiny", "--builds", "tvm", "--trials", "1", "--candidate-timeout", value,
+                   "--tuning-dir", str(tmp_path / "tuning"), timeout=120)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--candidate-timeout" in lines[0], done.stderr
+    assert not (tmp_path / "tuning").exists()
+
+
+def test_candidate_timeout_on_a_local_device_is_refused(tmp_path):
+    done = harness("tune", "--model", "unet-tiny", "--builds", "tvm", "--trials", "1", "--candidate-timeout", "5",
+                   "--tuning-dir", str(tmp_path / "tuning"), timeout=120)
+    assert done.returncode != 0
+    assert done.stderr.strip() == ("harness: error: --candidate-timeout applies to ssh and rpc devices "
+                                   "(a local candidate runs in this process)"), done.stderr
+    assert not (tmp_path / "tuning").exists()
+
+
+def test_tune_over_a_farm_of_two_boards_spreads_candidates_and_times_out_a_hung_one(farm, tmp_path):  # noqa: F811
+    """Two host boards under one key (real TVM RPC servers, this machine's CPU): the candidates
+    go to both, and a candidate not done within --candidate-timeout is recorded as timed out
+    while the search goes on."""
+    from harness.model import get_model
+    from harness.tuning.tasks import unique_conv_layers
+
+    port, _ = farm
+    devices = tmp_path / "devices.yaml"
+    devices.write_text(yaml.safe_dump({"default": "farm", "devices": {"farm": {
+        "transport": "rpc", "tracker": {"host": "127.0.0.1", "port": port, "key": "farmtest"},
+        "arch": "x86_64", "cores": 1, "freq_ghz": 2.0, "flops_per_cycle": {"fp32": 32, "fp16": 32},
+        "target": "host", "command_timeout_s": 300}}}))
+    tuning = tmp_path / "tuning"
+    base = ("tune", "--devices-file", str(devices), "--device", "farm", "--model", "unet-tiny", "--builds", "tvm",
+            "--tuning-dir", str(tuning))
+    done = harness(*base, "--trials", "2", timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "2 board(s) of key 'farmtest'" in " ".join(done.stdout.split())
+    workloads = {layer.workload_key() for layer in unique_conv_layers(get_model("unet-tiny"))}
+    records = json.loads((tuning / "farm" / "tvm-conv2d.json").read_text())["records"]
+    assert set(records) == workloads
+    assert all(len(r["candidates"]) == 2 and any(c["samples_ms"] for c in r["candidates"]) for r in records.values())
+    served = {name: (tmp_path / f"{name}.log").read_text().count("start serving") for name in ("board-a", "board-b")}
+    assert all(n >= 1 for n in served.values()), served  # one session per candidate, on both boards
+
+    # a timeout too short for any candidate: each is recorded as timed out, and the search goes on
+    timed = harness(*base, "--trials", "3", "--candidate-timeout", "0.01", timeout=600)
+    assert timed.returncode == 0, timed.stderr
+    records = json.loads((tuning / "farm" / "tvm-conv2d.json").read_text())["records"]
+    for record in records.values():
+        assert len(record["candidates"]) == 3
+        third = record["candidates"][2]
+        assert third["samples_ms"] is None and "timed out" in third["error"], third

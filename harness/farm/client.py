@@ -44,11 +44,12 @@ def board_count(device: Device) -> int:
     return len(servers)
 
 
-def request_session(device: Device):
-    """An RPC session on a free board of the device's key (waits for one to be free)."""
+def request_session(device: Device, session_timeout_s: float | None = None):
+    """An RPC session on a free board of the device's key (waits for one to be free); the
+    board's server ends it after session_timeout_s (default: the device's command timeout)."""
     try:
         return _tracker(device).request(device.tracker.key, priority=1,
-                                        session_timeout=device.command_timeout_s)
+                                        session_timeout=session_timeout_s or device.command_timeout_s)
     except (OSError, RuntimeError) as exc:
         raise UserError(f"device {device.name!r}: the tracker gave no board for key "
                         f"{device.tracker.key!r}: {exc}") from None

@@ -59,24 +59,27 @@ def kinds_for(builds: list[str]) -> list[str]:
 
 
 def tune(device: Device, table: LayerTable, builds: list[str], budget: Budget, console: Console,
-         root: Path = TUNING_DIR, restart: bool = False) -> list[TuningDatabase]:
+         root: Path = TUNING_DIR, restart: bool = False,
+         candidate_timeout_s: float | None = None) -> list[TuningDatabase]:
     """Tune what `builds` need for `table` on `device`. restart forgets this model's earlier
     measurements first (after a compiler upgrade, or to re-measure on a quiet machine)."""
     kinds = kinds_for(builds)  # bad input fails before connecting to anything
-    with timer_for(device, console) as timer:
+    if candidate_timeout_s is not None and device.transport == "local":
+        raise UserError("--candidate-timeout applies to ssh and rpc devices (a local candidate runs in this process)")
+    with timer_for(device, console, candidate_timeout_s) as timer:
         return list(_tune_kinds(device, table, kinds, budget, console, root, restart, timer))
 
 
 @contextlib.contextmanager
-def timer_for(device: Device, console: Console) -> Iterator[KernelTimer]:
+def timer_for(device: Device, console: Console, candidate_timeout_s: float | None = None) -> Iterator[KernelTimer]:
     """Where candidates are timed: this machine, or the device's boards over TVM's RPC."""
     if device.transport == "local":
         yield LOCAL
         return
-    from harness.tuning.remote import remote_timer  # noqa: PLC0415
+    from harness.tuning.remote import CANDIDATE_TIMEOUT_S, remote_timer  # noqa: PLC0415
 
     console.print(f"connecting to {device.name} ...", highlight=False)
-    with remote_timer(device) as timer:
+    with remote_timer(device, candidate_timeout_s or CANDIDATE_TIMEOUT_S) as timer:
         console.print(f"timing candidates on {timer.where}", highlight=False)
         yield timer
 

@@ -33,8 +33,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from queue import Queue
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -44,19 +43,29 @@ from harness.tuning.tasks import check_output, kernel_args, verify_and_time
 
 SERVER_PORT = 9090  # first port the board's server tries on its 127.0.0.1 (it takes the next free one)
 SERVER_START_S = 600  # importing TVM under qemu on a busy 2-core host took 100 s; a real Pi is faster
+# per candidate on the board (upload, load, verify, time); under qemu a unet-tiny kernel takes
+# seconds, a Pi's milliseconds
+CANDIDATE_TIMEOUT_S = 300
 READY = re.compile(r"serving .* on port (\d+) pgid (\d+)")
 
 
-class RemoteTimer:
-    """Times candidates on RPC sessions, one candidate per session at a time. Host-side work
-    (compile, link) runs one candidate at a time: TVM's compiler is not meant to be driven
-    from several threads, and it is the boards that are slow."""
+class CandidateTimeout(RuntimeError):
+    """A candidate that did not finish on the board within the per-candidate timeout."""
 
-    def __init__(self, device: Device, sessions: list[Any], where: str):
-        self.device, self.workers, self.where = device, len(sessions), where
-        self._free: Queue[Any] = Queue()
-        for sess in sessions:
-            self._free.put(sess)
+
+class RemoteTimer:
+    """Times candidates on the boards, one RPC session per candidate, opened with the
+    per-candidate timeout as its session timeout: a candidate that hangs (a kernel that never
+    returns) is killed by the board's server when its time is up, recorded as timed out, and
+    the search goes on with a fresh session (TVM's server forks one process per session, so
+    opening one costs a fork, not an import). `workers` candidates run at once, one per board.
+    Host-side work (compile, link) runs one candidate at a time: TVM's compiler is not meant
+    to be driven from several threads, and it is the boards that are slow."""
+
+    def __init__(self, device: Device, open_session: Callable[[float], Any], workers: int, where: str,
+                 candidate_timeout_s: float):
+        self.device, self.workers, self.where = device, workers, where
+        self._open, self.candidate_timeout_s = open_session, candidate_timeout_s
         self._host = threading.Lock()
         self._names = itertools.count()
         self._tmp = tempfile.TemporaryDirectory(prefix="harness-tune-")
@@ -64,25 +73,36 @@ class RemoteTimer:
     def close(self) -> None:
         self._tmp.cleanup()
 
+    def _session(self, timeout_s: float) -> Any:
+        try:
+            return self._open(timeout_s)
+        except (OSError, RuntimeError) as exc:
+            raise self._lost(exc) from None
+
     @contextlib.contextmanager
     def _board(self) -> Iterator[Any]:
-        sess = self._free.get()
+        start = time.monotonic()
+        sess = self._session(self.candidate_timeout_s)
         try:
             yield sess
         except (OSError, RuntimeError) as exc:
-            raise self._lost_or(sess, exc) from None
-        finally:
-            self._free.put(sess)
+            if "RPCSessionTimeoutError" in str(exc) or time.monotonic() - start >= self.candidate_timeout_s:
+                raise CandidateTimeout(f"timed out: not done on the board after {self.candidate_timeout_s:g} s "
+                                       "(--candidate-timeout)") from None
+            raise self._lost_or(exc) from None
 
-    def _lost_or(self, sess: Any, exc: Exception) -> Exception:
+    def _lost(self, exc: Exception) -> UserError:
+        return UserError(f"device {self.device.name!r}: lost the RPC session to the board "
+                         f"({self.where}): {last_line(exc)}; measured candidates are saved, "
+                         "run the same command again to continue")
+
+    def _lost_or(self, exc: Exception) -> Exception:
         """A candidate's own failure is recorded; a lost board ends the search, or every
         later candidate would be recorded as failed and never measured again."""
         try:
-            sess.cpu().exist  # one round trip
+            self._open(self.candidate_timeout_s).cpu().exist  # a fresh session, one round trip
         except (OSError, RuntimeError):
-            return UserError(f"device {self.device.name!r}: lost the RPC session to the board "
-                             f"({self.where}): {last_line(exc)}; measured candidates are saved, "
-                             "run the same command again to continue")
+            return self._lost(exc)
         return exc
 
     def _export(self, func: Any, target: Any) -> Path:
@@ -129,11 +149,11 @@ def last_line(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def remote_timer(device: Device) -> Iterator[RemoteTimer]:
+def remote_timer(device: Device, candidate_timeout_s: float = CANDIDATE_TIMEOUT_S) -> Iterator[RemoteTimer]:
     """A timer on the device's boards: every board of a farm's key, or the SSH device."""
     opener = farm_sessions if device.transport == "rpc" else ssh_sessions
-    with opener(device) as (sessions, where):
-        timer = RemoteTimer(device, sessions, where)
+    with opener(device) as (open_session, workers, where):
+        timer = RemoteTimer(device, open_session, workers, where, candidate_timeout_s)
         try:
             yield timer
         finally:
@@ -141,22 +161,20 @@ def remote_timer(device: Device) -> Iterator[RemoteTimer]:
 
 
 @contextlib.contextmanager
-def farm_sessions(device: Device) -> Iterator[tuple[list[Any], str]]:
-    """One session per board registered under the key, requested at once: the tracker hands
-    out the free boards now and the busy ones when they are released."""
-    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
-
+def farm_sessions(device: Device) -> Iterator[tuple[Callable[[float], Any], int, str]]:
+    """One worker per board registered under the key; each candidate asks the tracker for a
+    free board, so the candidates are spread over all of them (the tracker never gives one
+    board to two sessions)."""
     from harness.farm.client import board_count, request_session  # noqa: PLC0415
 
     boards = board_count(device)
-    with ThreadPoolExecutor(max_workers=boards) as pool:
-        sessions = list(pool.map(lambda _: request_session(device), range(boards)))
     t = device.tracker
-    yield sessions, f"{boards} board(s) of key {t.key!r} at the tracker {t.host}:{t.port}"
+    yield (lambda timeout_s: request_session(device, timeout_s)), boards, \
+        f"{boards} board(s) of key {t.key!r} at the tracker {t.host}:{t.port}"
 
 
 @contextlib.contextmanager
-def ssh_sessions(device: Device) -> Iterator[tuple[list[Any], str]]:
+def ssh_sessions(device: Device) -> Iterator[tuple[Callable[[float], Any], int, str]]:
     from tvm import rpc  # noqa: PLC0415
 
     from harness.devices.ssh import connect  # noqa: PLC0415
@@ -165,13 +183,15 @@ def ssh_sessions(device: Device) -> Iterator[tuple[list[Any], str]]:
         port, pgid = start_board_server(s)
         try:
             with forward_port(s.client.get_transport(), port) as local:
+                def open_session(timeout_s: float) -> Any:
+                    return rpc.connect("127.0.0.1", local, session_timeout=timeout_s)
+
                 try:
-                    sess = rpc.connect("127.0.0.1", local, session_timeout=device.command_timeout_s)
+                    open_session(device.connect_timeout_s).cpu().exist
                 except (OSError, RuntimeError) as exc:
                     raise UserError(f"device {device.name!r}: the board's RPC server on its 127.0.0.1:{port} "
                                     f"did not answer through the SSH forward: {last_line(exc)}") from None
-                yield [sess], f"{device.name} over SSH, RPC server on the board's 127.0.0.1:{port}"
-                del sess  # closes the RPC connection before the forward goes
+                yield open_session, 1, f"{device.name} over SSH, RPC server on the board's 127.0.0.1:{port}"
         finally:
             stop_board_server(s, pgid)
 
