@@ -3,11 +3,14 @@
     python -m harness.farm.server --tracker HOST:PORT --key rasp3b [--port 9090] [--name NAME]
 
 It registers with the tracker under the key; the tracker gives it to one client at a time,
-and the server serves one session at a time. Each session (a fresh process forked from the
-server) can call
+and the server serves one session at a time. Without --tracker it serves whoever connects:
+`harness tune` over SSH starts it so, on the board's 127.0.0.1, behind an SSH port forward.
+Each session (a fresh process forked from the server) can call
   harness.run_request(request JSON) -> run output JSON   (harness.runner.run.run, as any run)
   harness.probe() -> probe JSON                           (what `harness devices check` shows)
-JSON strings in and out, never pickle. --session-log appends one JSON line per request with
+  harness.tune_nnpack(spec JSON, x, w, b, out) -> samples JSON (one hybrid NNPACK candidate,
+      written into out for the host to verify; harness.tuning.remote)
+JSON strings (and tensors) in and out, never pickle. --session-log appends one JSON line per request with
 its enter and exit times (the tests use it to show a board never runs two measurements).
 """
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 NAME_ENV = "HARNESS_FARM_BOARD"
 LOG_ENV = "HARNESS_FARM_SESSION_LOG"
@@ -65,12 +69,24 @@ def probe_json() -> str:
     return json.dumps(probe())
 
 
+def tune_nnpack(spec_json: str, x: Any, w: Any, b: Any, out: Any) -> str:
+    import numpy as np  # noqa: PLC0415
+
+    from harness.builds.tvm_nnpack import time_nnpack_conv  # noqa: PLC0415 - needs the board's libtorch_cpu
+
+    result = np.zeros(out.shape, dtype=np.float32)
+    samples = time_nnpack_conv(json.loads(spec_json), x.numpy(), w.numpy(), b.numpy(), result)
+    out.copyfrom(result)
+    return json.dumps(samples)
+
+
 def register() -> None:
     """server_init_callback: runs in the server process, so every session inherits it."""
     import tvm_ffi  # noqa: PLC0415
 
     tvm_ffi.register_global_func("harness.run_request", run_request, override=True)
     tvm_ffi.register_global_func("harness.probe", probe_json, override=True)
+    tvm_ffi.register_global_func("harness.tune_nnpack", tune_nnpack, override=True)
 
 
 def parse_addr(text: str) -> tuple[str, int]:
@@ -82,13 +98,16 @@ def parse_addr(text: str) -> tuple[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.farm.server", description=__doc__.splitlines()[0])
-    parser.add_argument("--tracker", type=parse_addr, required=True, help="the RPC tracker, HOST:PORT")
-    parser.add_argument("--key", required=True, help="the device key this board serves, e.g. rasp3b")
+    parser.add_argument("--tracker", type=parse_addr, default=None,
+                        help="the RPC tracker, HOST:PORT (default: none, serve whoever connects)")
+    parser.add_argument("--key", default="", help="the device key this board serves, e.g. rasp3b")
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, default=9090, help="first port to try (default 9090)")
     parser.add_argument("--name", default=None, help="this board's name in results (default host:port)")
     parser.add_argument("--session-log", default=None, help="append one JSON line per request here")
     args = parser.parse_args(argv)
+    if args.tracker and not args.key:
+        parser.error("--tracker needs --key")
     from tvm import rpc  # noqa: PLC0415
 
     # The server runs in a worker process that inherits these.
@@ -97,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[LOG_ENV] = str(Path(args.session_log).resolve())
     server = rpc.Server(args.host, args.port, args.port + 100, tracker_addr=args.tracker, key=args.key,
                         server_init_callback=register)
-    print(f"harness farm board {os.environ[NAME_ENV]} serving key {args.key} on port {server.port}", flush=True)
+    # harness.tuning.remote reads this line: the port, and the process group to stop it by
+    print(f"harness farm board {os.environ[NAME_ENV]} serving key {args.key or '-'} on port {server.port} "
+          f"pgid {os.getpgid(0)}", flush=True)
     server.proc.join()
     return 0
 
