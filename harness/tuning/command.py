@@ -66,20 +66,22 @@ def tune(device: Device, table: LayerTable, builds: list[str], budget: Budget, c
     kinds = kinds_for(builds)  # bad input fails before connecting to anything
     if candidate_timeout_s is not None and device.transport == "local":
         raise UserError("--candidate-timeout applies to ssh and rpc devices (a local candidate runs in this process)")
-    with timer_for(device, console, candidate_timeout_s) as timer:
+    with timer_for(device, console, candidate_timeout_s, nnpack="tvm-nnpack" in kinds) as timer:
         return list(_tune_kinds(device, table, kinds, budget, console, root, restart, timer))
 
 
 @contextlib.contextmanager
-def timer_for(device: Device, console: Console, candidate_timeout_s: float | None = None) -> Iterator[KernelTimer]:
-    """Where candidates are timed: this machine, or the device's boards over TVM's RPC."""
+def timer_for(device: Device, console: Console, candidate_timeout_s: float | None = None,
+              nnpack: bool = False) -> Iterator[KernelTimer]:
+    """Where candidates are timed: this machine, or the device's boards over TVM's RPC
+    (`nnpack`: the hybrid's NNPACK candidates will be among them)."""
     if device.transport == "local":
         yield LOCAL
         return
     from harness.tuning.remote import CANDIDATE_TIMEOUT_S, remote_timer  # noqa: PLC0415
 
     console.print(f"connecting to {device.name} ...", highlight=False)
-    with remote_timer(device, candidate_timeout_s or CANDIDATE_TIMEOUT_S) as timer:
+    with remote_timer(device, candidate_timeout_s or CANDIDATE_TIMEOUT_S, nnpack) as timer:
         console.print(f"timing candidates on {timer.where}", highlight=False)
         yield timer
 
