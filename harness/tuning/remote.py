@@ -58,10 +58,10 @@ class CandidateTimeout(RuntimeError):
 
 
 class RemoteTimer:
-    """Times candidates on the boards, one RPC session per candidate, opened with the
-    per-candidate timeout as its session timeout: a candidate that hangs (a kernel that never
-    returns) is killed by the board's server when its time is up, recorded as timed out, and
-    the search goes on with a fresh session (TVM's server forks one process per session, so
+    """Times candidates on the boards, one RPC session per candidate, which first sets its
+    deadline (harness.deadline, the per-candidate timeout): a candidate that hangs (a kernel
+    that never returns) ends with its session's process, is recorded as timed out, and the
+    search goes on with a fresh session (TVM's server forks one process per session, so
     opening one costs a fork, not an import). `workers` candidates run at once, one per board.
     Host-side work (compile, link) runs one candidate at a time: TVM's compiler is not meant
     to be driven from several threads, and it is the boards that are slow."""
