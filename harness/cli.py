@@ -37,6 +37,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
 def _name_list(text: str) -> list[str]:
     return [b.strip() for b in text.split(",") if b.strip()]
 
@@ -131,7 +141,9 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
 
     device = load_devices(args.devices_file).get(args.device)
     budget = Budget.of(args.trials, args.minutes)
-    tune(device, get_model(args.model), args.builds or list(TUNABLE), budget, console, restart=args.restart)
+    root = {"root": args.tuning_dir} if args.tuning_dir else {}
+    tune(device, get_model(args.model), args.builds or list(TUNABLE), budget, console, restart=args.restart,
+         candidate_timeout_s=args.candidate_timeout, **root)
     return 0
 
 
@@ -275,8 +287,13 @@ def make_parser() -> argparse.ArgumentParser:
     budget.add_argument("--minutes", type=float, default=None, help="stop starting candidates after M minutes")
     budget.add_argument("--trials", type=_positive_int, default=None,
                         help="at most N candidates per workload, counting earlier runs")
+    tune.add_argument("--candidate-timeout", type=_positive_float, default=None, metavar="S",
+                      help="ssh and rpc devices: a candidate not done on the board after S seconds is "
+                           "recorded as timed out and the search goes on (default 300)")
     tune.add_argument("--restart", action="store_true",
                       help="forget this model's earlier measurements and search again")
+    tune.add_argument("--tuning-dir", type=Path, default=None, metavar="DIR",
+                      help="where the databases go, DIR/<device>/ (default: tuning/)")
     tune.set_defaults(func=cmd_tune)
 
     devices = sub.add_parser("devices", help="inspect devices")

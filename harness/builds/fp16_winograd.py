@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,6 +46,9 @@ from harness.tuning.winograd import (DirectParams, KernelParams, WinogradParams,
                                      SHIPPED_MATRICES, kernel_space, params_from_json, schedule_kernel,
                                      transform_matrices, transform_weights,
                                      winograd_primfunc)
+
+if TYPE_CHECKING:
+    from harness.tuning.tasks import KernelTimer
 
 KIND = "fp16-winograd"
 STORAGE = "float16"
@@ -183,10 +186,14 @@ class FP16WinogradBuild(TVMBuildBase):
         return relax_params(ctx.table, kernel_weights(ctx.table, ctx.weights, tiles), STORAGE)
 
 
-def winograd_tasks(table: LayerTable, device: Device, db: TuningDatabase, root: Path) -> list[Task]:
+def winograd_tasks(table: LayerTable, device: Device, db: TuningDatabase, root: Path,
+                   timer: KernelTimer | None = None) -> list[Task]:
     """One task per distinct conv workload: Winograd tiles and GEMM register tiles, then a
-    few direct-template tiles; every candidate is checked against fp32 PyTorch first."""
-    from harness.tuning.tasks import conv_data, time_tvm_kernel, unique_conv_layers  # noqa: PLC0415
+    few direct-template tiles; every candidate is checked against fp32 PyTorch first, and
+    timed by `timer` (this machine's by default, or a board's)."""
+    from harness.tuning.tasks import LOCAL, conv_data, unique_conv_layers  # noqa: PLC0415
+
+    timer = timer or LOCAL
 
     target = make_target(device)
     simd = simd_lanes(device, compute_dtype(device))
@@ -197,7 +204,7 @@ def winograd_tasks(table: LayerTable, device: Device, db: TuningDatabase, root: 
         def measure(params: dict[str, Any], layer: Layer = layer, data: dict[str, np.ndarray] = data) -> list[float]:
             p = params_from_json(params)
             inputs = dict(data, w=transform_weights(data["w"], p.m)) if isinstance(p, WinogradParams) else data
-            return time_tvm_kernel(layer_kernel(layer, p, device), target, inputs, STORAGE,
+            return timer.tvm_kernel(layer_kernel(layer, p, device), target, inputs, STORAGE,
                                    KERNEL_TOLERANCE[compute_dtype(device)])
 
         tasks.append(Task(layer.workload_key(), layer, [p.to_json() for p in kernel_space(layer, simd)], measure))

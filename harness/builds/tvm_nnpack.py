@@ -19,21 +19,24 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from harness.builds.base import BuildContext
 from harness.builds.tvm_common import Plan, TVMBuildBase, lower, make_target, schedule_network, target_dict
-from harness.builds.nnpack_layers import accepts, layer_rule, make_conv
+from harness.builds.nnpack_layers import accepts, conv_shape, layer_rule, make_conv
 from harness.builds.tvm_pure import conv_choice, is_untuned, schedule_any_conv, tuning_database, tuning_notes
 from harness.builds.tvm_relax import emit_relax
 from harness.devices.config import Device
 from harness.errors import UserError
 from harness.kernels import nnpack
-from harness.model.layers import Layer, LayerTable
+from harness.model.layers import RELU6, Layer, LayerTable
 from harness.tuning.database import TuningDatabase, load_database
 from harness.tuning.search import Task
+
+if TYPE_CHECKING:
+    from harness.tuning.tasks import KernelTimer
 
 TVM_IMPL = "tvm"
 NNPACK_STRATEGIES = (nnpack.Strategy.compute, nnpack.Strategy.precompute)
@@ -61,10 +64,37 @@ def parse_impl(impl: str) -> tuple[nnpack.Algorithm, nnpack.Strategy]:
                         f"{', '.join(candidate_impls()[1:])}") from None
 
 
+def nnpack_spec(layer: Layer, impl: str, threads: int) -> dict[str, Any]:
+    """One NNPACK candidate as JSON: what a board needs to build it without the layer table."""
+    shape = conv_shape(layer)
+    return {"impl": impl, "threads": threads, "relu": layer.relu, "relu6": layer.activation == RELU6,
+            "shape": [shape.in_channels, shape.out_channels, shape.height, shape.width, list(shape.kernel),
+                      shape.padding, shape.stride]}
+
+
+def conv_from_spec(spec: dict[str, Any], weight: np.ndarray, bias: np.ndarray,
+                   pool: nnpack.ThreadPool) -> nnpack.Conv2d:
+    algorithm, strategy = parse_impl(spec["impl"])
+    c_in, c_out, h, w, kernel, padding, stride = spec["shape"]
+    shape = nnpack.ConvShape(c_in, c_out, h, w, tuple(kernel), padding, stride)
+    return nnpack.Conv2d(shape, weight, bias, algorithm, strategy, relu=spec["relu"], pool=pool,
+                         relu6=spec.get("relu6", False))
+
+
 def make_nnpack_conv(layer: Layer, weight: np.ndarray, bias: np.ndarray, impl: str,
                      pool: nnpack.ThreadPool) -> nnpack.Conv2d:
     algorithm, strategy = parse_impl(impl)
     return make_conv(layer, weight, bias, algorithm, strategy, pool)
+
+
+def time_nnpack_conv(spec: dict[str, Any], x: np.ndarray, weight: np.ndarray, bias: np.ndarray,
+                     out: np.ndarray) -> list[float]:
+    """Run one NNPACK candidate into `out` (the caller verifies it), then its samples in ms.
+    Runs where the candidate is measured: on this machine, or on a board over RPC."""
+    from harness.tuning.tasks import time_callable  # noqa: PLC0415
+
+    conv = conv_from_spec(spec, weight, bias, nnpack.ThreadPool(spec["threads"]))
+    return time_callable(lambda: conv.run_into(x, out))  # its first call fills out
 
 
 def register_nnpack_layer(name: str, conv: nnpack.Conv2d) -> None:
@@ -160,14 +190,16 @@ class TVMNNPACKBuild(TVMBuildBase):
         return Plan(mod, emitted.params, impls, notes, external)
 
 
-def hybrid_tasks(table: LayerTable, device: Device, db: TuningDatabase, root: Path) -> list[Task]:
-    """Per conv workload, every candidate implementation measured on this machine."""
+def hybrid_tasks(table: LayerTable, device: Device, db: TuningDatabase, root: Path,
+                 timer: KernelTimer | None = None) -> list[Task]:
+    """Per conv workload, every candidate implementation, measured by `timer` (this machine's
+    by default, or a board's)."""
     from harness.builds.tvm_common import layer_primfunc, schedule_primfunc  # noqa: PLC0415
-    from harness.tuning.tasks import check_output, conv_data, time_callable, time_tvm_kernel, unique_conv_layers  # noqa: PLC0415
+    from harness.tuning.tasks import LOCAL, conv_data, unique_conv_layers  # noqa: PLC0415
 
+    timer = timer or LOCAL
     target = make_target(device)
     tvm_db = load_database(device.name, "tvm-conv2d", target_dict(device), root)
-    pool = nnpack.ThreadPool(device.cores)
     tasks = []
     for layer in unique_conv_layers(table):
         if layer_rule(layer):
@@ -179,12 +211,10 @@ def hybrid_tasks(table: LayerTable, device: Device, db: TuningDatabase, root: Pa
                 choice, _ = conv_choice(layer, tvm_db, device)
                 func = schedule_primfunc(layer_primfunc(layer, "float32", target),
                                          lambda sch: schedule_any_conv(sch, choice))
-                return time_tvm_kernel(func, target, data, "float32", 1e-4)
-            conv = make_nnpack_conv(layer, data["w"], data["b"], params["impl"], pool)
-            out = np.zeros_like(data["ref"])
-            conv.run_into(data["x"], out)
-            check_output(out, data["ref"], TVMNNPACKBuild.tolerance)
-            return time_callable(lambda: conv.run_into(data["x"], out))
+                return timer.tvm_kernel(func, target, data, "float32", 1e-4)
+            parse_impl(params["impl"])
+            return timer.nnpack_conv(nnpack_spec(layer, params["impl"], device.cores), data,
+                                     TVMNNPACKBuild.tolerance)
 
         tasks.append(Task(layer.workload_key(), layer, [{"impl": i} for i in candidate_impls(layer)], measure))
     return tasks

@@ -8,6 +8,8 @@ template's default tile and is reported as `tvm:untuned` (`tvm:depthwise:untuned
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from harness.builds.base import BuildContext
 from harness.builds.nnpack_layers import conv_kind
 from harness.builds.tvm_common import Plan, TVMBuildBase, lower, make_target, schedule_network, simd_lanes, target_dict
@@ -24,8 +26,9 @@ UNTUNED = ":untuned"
 
 
 def tuning_database(ctx: BuildContext, kind: str) -> TuningDatabase:
-    """The device's database of `kind`; tests point `tuning_dir` at a scratch directory."""
-    root = {"root": ctx.options["tuning_dir"]} if "tuning_dir" in ctx.options else {}
+    """The device's database of `kind`; tests point `tuning_dir` at a scratch directory (a
+    string once the options have been through a run request's JSON)."""
+    root = {"root": Path(ctx.options["tuning_dir"])} if "tuning_dir" in ctx.options else {}
     return load_database(ctx.device.name, kind, target_dict(ctx.device), **root)
 
 

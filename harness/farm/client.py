@@ -44,10 +44,12 @@ def board_count(device: Device) -> int:
     return len(servers)
 
 
-def _session(device: Device):
+def request_session(device: Device, session_timeout_s: float | None = None):
+    """An RPC session on a free board of the device's key (waits for one to be free); the
+    board's server ends it after session_timeout_s (default: the device's command timeout)."""
     try:
         return _tracker(device).request(device.tracker.key, priority=1,
-                                        session_timeout=device.command_timeout_s)
+                                        session_timeout=session_timeout_s or device.command_timeout_s)
     except (OSError, RuntimeError) as exc:
         raise UserError(f"device {device.name!r}: the tracker gave no board for key "
                         f"{device.tracker.key!r}: {exc}") from None
@@ -65,7 +67,7 @@ def run_build_on_board(device: Device, request: dict[str, Any], artifacts: list[
                        reference: Path, progress: Progress) -> dict[str, Any]:
     build = request["builds"][0]
     progress(build, "waiting for a board", 0, 0)
-    sess = _session(device)
+    sess = request_session(device)
     files = {}
     for i, path in enumerate(artifacts):
         flat = f"upload-{i}-{path.name}"
@@ -113,5 +115,5 @@ def run_on_farm(device: Device, table: LayerTable, builds: list[str], settings: 
 
 def probe_on_farm(device: Device) -> dict[str, Any]:
     board_count(device)
-    sess = _session(device)
+    sess = request_session(device)
     return _call(device, "the probe", lambda: sess.get_function("harness.probe")())

@@ -1,13 +1,17 @@
 """`harness tune`: search kernels for a device's TVM builds and store them in its databases.
 
+Local devices time candidates on this machine; ssh and rpc devices on their boards
+(harness.tuning.remote), with the same databases, budget and resumption.
+
 Order matters: the hybrid's choice table compares NNPACK against the *tuned* TVM kernel, so
 `tvm-nnpack` tunes `tvm`'s convolutions first.
 """
 from __future__ import annotations
 
+import contextlib
 import statistics
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -18,19 +22,21 @@ from harness.errors import UserError
 from harness.model.layers import LayerTable
 from harness.tuning.database import TUNING_DIR, TuningDatabase, load_database
 from harness.tuning.search import Budget, Task, run_search
+from harness.tuning.tasks import LOCAL, KernelTimer
 
 TUNABLE = ("tvm", "tvm-nnpack", "fp16-winograd")
 # build -> the databases it needs, in the order they must be tuned
 NEEDS = {"tvm": ["tvm-conv2d"], "tvm-nnpack": ["tvm-conv2d", "tvm-nnpack"], "fp16-winograd": ["fp16-winograd"]}
 
 
-def task_factory(kind: str) -> Callable[[LayerTable, Device, TuningDatabase, Path], list[Task]]:
+def task_factory(kind: str) -> Callable[[LayerTable, Device, TuningDatabase, Path, KernelTimer], list[Task]]:
     """The task builder of one database kind (imported late: each pulls in TVM or NNPACK)."""
     if kind == "tvm-conv2d":
         from harness.builds.tvm_common import make_target, simd_lanes  # noqa: PLC0415
         from harness.tuning.tasks import tvm_conv_tasks  # noqa: PLC0415
 
-        return lambda table, device, db, root: tvm_conv_tasks(table, device, make_target(device), simd_lanes(device))
+        return lambda table, device, db, root, timer: tvm_conv_tasks(table, device, make_target(device),
+                                                                     simd_lanes(device), timer)
     if kind == "tvm-nnpack":
         from harness.builds.tvm_nnpack import hybrid_tasks  # noqa: PLC0415
 
@@ -53,24 +59,46 @@ def kinds_for(builds: list[str]) -> list[str]:
 
 
 def tune(device: Device, table: LayerTable, builds: list[str], budget: Budget, console: Console,
-         root: Path = TUNING_DIR, restart: bool = False) -> list[TuningDatabase]:
+         root: Path = TUNING_DIR, restart: bool = False,
+         candidate_timeout_s: float | None = None) -> list[TuningDatabase]:
     """Tune what `builds` need for `table` on `device`. restart forgets this model's earlier
     measurements first (after a compiler upgrade, or to re-measure on a quiet machine)."""
-    if device.transport != "local":
-        raise UserError(f"device {device.name!r}: tuning measures kernels on the device itself and is "
-                        "only supported for local devices so far; run `harness tune` on the board")
     from harness.builds import get_build  # noqa: PLC0415
-    from harness.builds.tvm_common import target_dict  # noqa: PLC0415
 
-    kinds = kinds_for(builds)
+    kinds = kinds_for(builds)  # bad input fails before connecting to anything
     for build in builds:
         reason = get_build(build).unsupported(table)
         if reason:
             raise UserError(f"{build} cannot tune model {table.config.name!r}: {reason}")
-    databases = []
+    if candidate_timeout_s is not None and device.transport == "local":
+        raise UserError("--candidate-timeout applies to ssh and rpc devices (a local candidate runs in this process)")
+    with timer_for(device, console, candidate_timeout_s, nnpack="tvm-nnpack" in kinds) as timer:
+        return list(_tune_kinds(device, table, kinds, budget, console, root, restart, timer))
+
+
+@contextlib.contextmanager
+def timer_for(device: Device, console: Console, candidate_timeout_s: float | None = None,
+              nnpack: bool = False) -> Iterator[KernelTimer]:
+    """Where candidates are timed: this machine, or the device's boards over TVM's RPC
+    (`nnpack`: the hybrid's NNPACK candidates will be among them)."""
+    if device.transport == "local":
+        yield LOCAL
+        return
+    from harness.tuning.remote import CANDIDATE_TIMEOUT_S, remote_timer  # noqa: PLC0415
+
+    console.print(f"connecting to {device.name} ...", highlight=False)
+    with remote_timer(device, candidate_timeout_s or CANDIDATE_TIMEOUT_S, nnpack) as timer:
+        console.print(f"timing candidates on {timer.where}", highlight=False)
+        yield timer
+
+
+def _tune_kinds(device: Device, table: LayerTable, kinds: list[str], budget: Budget, console: Console,
+                root: Path, restart: bool, timer: KernelTimer) -> Iterator[TuningDatabase]:
+    from harness.builds.tvm_common import target_dict  # noqa: PLC0415
+
     for kind in kinds:
         db = load_database(device.name, kind, target_dict(device), root)
-        tasks = task_factory(kind)(table, device, db, root)
+        tasks = task_factory(kind)(table, device, db, root, timer)
         if restart:
             for task in tasks:
                 db.records.pop(task.workload, None)
@@ -80,15 +108,14 @@ def tune(device: Device, table: LayerTable, builds: list[str], budget: Budget, c
             def progress(layer: str, done: int, total: int) -> None:
                 bars.update(bar, completed=done, total=total, layer=layer)
 
-            finished = run_search(db, tasks, budget, progress)
-        databases.append(db)
+            finished = run_search(db, tasks, budget, progress, timer.workers)
+        yield db
         console.print(summary_table(db, tasks))
         console.print(f"{kind}: database {db.path}", highlight=False)
         if not finished:
             console.print(f"time budget reached during {kind}; run the same command again to "
                           "continue where it stopped", style="yellow")
-            break
-    return databases
+            return
 
 
 def _bars(console: Console) -> Progress:

@@ -7,7 +7,7 @@ writing its output, for one) must never win.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -54,19 +54,61 @@ def check_output(out: np.ndarray, ref: np.ndarray, tolerance: float) -> None:
         raise ValueError(f"wrong output: max relative error {error:.3g} > {tolerance:.0e}")
 
 
+class KernelTimer(Protocol):
+    """Where candidates are timed: this machine (LocalTimer) or boards over TVM's RPC
+    (harness.tuning.remote.RemoteTimer). `workers` candidates may be measured at once."""
+    workers: int
+
+    def tvm_kernel(self, func, target, data: dict[str, np.ndarray], dtype: str, tolerance: float) -> list[float]:
+        ...
+
+    def nnpack_conv(self, spec: dict[str, Any], data: dict[str, np.ndarray], tolerance: float) -> list[float]:
+        ...
+
+
+class LocalTimer:
+    workers = 1
+
+    def tvm_kernel(self, func, target, data: dict[str, np.ndarray], dtype: str, tolerance: float) -> list[float]:
+        return time_tvm_kernel(func, target, data, dtype, tolerance)
+
+    def nnpack_conv(self, spec: dict[str, Any], data: dict[str, np.ndarray], tolerance: float) -> list[float]:
+        from harness.builds.tvm_nnpack import time_nnpack_conv  # noqa: PLC0415 - needs libtorch_cpu
+
+        out = np.zeros_like(data["ref"])
+        samples = time_nnpack_conv(spec, data["x"], data["w"], data["b"], out)
+        check_output(out, data["ref"], tolerance)
+        return samples
+
+
+LOCAL = LocalTimer()
+
+
+def kernel_args(data: dict[str, np.ndarray], dtype: str, dev) -> list:
+    """The kernel's (x, w, bias, out) as TVM tensors on `dev` (this machine's or a board's)."""
+    import tvm  # noqa: PLC0415
+
+    np_dtype = np.float16 if dtype == "float16" else np.float32
+    return [tvm.runtime.tensor(a.astype(np_dtype), dev) for a in
+            (data["x"], data["w"], data["b"].reshape(1, -1, 1, 1), np.zeros_like(data["ref"]))]
+
+
+def verify_and_time(kernel, dev, args: list, ref: np.ndarray, tolerance: float) -> list[float]:
+    """Run once and check the output, then time_evaluator's samples in ms (works the same on a
+    local module and on an RPC session's remote one)."""
+    kernel["main"](*args)
+    check_output(args[-1].numpy(), ref, tolerance)
+    timer = kernel.time_evaluator("main", dev, number=1, repeat=REPEATS, min_repeat_ms=MIN_REPEAT_MS)
+    return [t * 1e3 for t in timer(*args).results]
+
+
 def time_tvm_kernel(func, target, data: dict[str, np.ndarray], dtype: str, tolerance: float) -> list[float]:
     """Compile one layer's PrimFunc, verify it, return per-repeat times in ms."""
     import tvm  # noqa: PLC0415
 
     dev = tvm.cpu()
     lib = tvm.compile(tvm.IRModule({"main": func}), target=target)
-    np_dtype = np.float16 if dtype == "float16" else np.float32
-    args = [tvm.runtime.tensor(a.astype(np_dtype), dev) for a in
-            (data["x"], data["w"], data["b"].reshape(1, -1, 1, 1), np.zeros_like(data["ref"]))]
-    lib.mod["main"](*args)
-    check_output(args[-1].numpy(), data["ref"], tolerance)
-    timer = lib.mod.time_evaluator("main", dev, number=1, repeat=REPEATS, min_repeat_ms=MIN_REPEAT_MS)
-    return [t * 1e3 for t in timer(*args).results]
+    return verify_and_time(lib.mod, dev, kernel_args(data, dtype, dev), data["ref"], tolerance)
 
 
 def time_callable(fn: Callable[[], Any], repeats: int = REPEATS, min_repeat_ms: float = MIN_REPEAT_MS) -> list[float]:
@@ -87,7 +129,7 @@ def time_callable(fn: Callable[[], Any], repeats: int = REPEATS, min_repeat_ms: 
     return samples
 
 
-def tvm_conv_tasks(table: LayerTable, device: Device, target, simd: int) -> list[Task]:
+def tvm_conv_tasks(table: LayerTable, device: Device, target, simd: int, timer: KernelTimer = LOCAL) -> list[Task]:
     """Per conv workload, the `tvm` build's template tiles: the direct template's for ordinary
     convs (any kernel and stride), the grouped template's for grouped and depthwise ones."""
     from harness.builds.tvm_common import layer_primfunc, schedule_primfunc  # noqa: PLC0415
@@ -105,7 +147,7 @@ def tvm_conv_tasks(table: LayerTable, device: Device, target, simd: int) -> list
         def measure(params: dict[str, Any], func=func, data=data, grouped=grouped) -> list[float]:
             p = conv_grouped.GroupedParams.from_json(params) if grouped else ConvParams.from_json(params)
             scheduled = schedule_primfunc(func, lambda sch: schedule_any_conv(sch, p))
-            return time_tvm_kernel(scheduled, target, data, "float32", 1e-4)
+            return timer.tvm_kernel(scheduled, target, data, "float32", 1e-4)
 
         tasks.append(Task(layer.workload_key(), layer, [p.to_json() for p in space], measure))
     return tasks
