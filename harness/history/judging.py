@@ -163,13 +163,18 @@ def run_shifts(frame: pd.DataFrame, centres: dict[Key, float]) -> Shifts:
     return {k: v for k, v in grouped.median().items() if grouped.size()[k] >= MIN_SHIFT_LAYERS}
 
 
+def _adjusted(row, shifts: Shifts | None) -> float:
+    """A run median (ms) beyond its run's common shift; the end-to-end row as measured."""
+    shift = (shifts or {}).get((row.file, row.build), 0.0) if row.layer != E2E else 0.0
+    return float(np.exp(row.log - shift))
+
+
 def runs_by_key(frame: pd.DataFrame, shifts: Shifts | None = None) -> dict[Key, np.ndarray]:
     """(build, layer) -> run medians, one per run (file); with shifts, each layer's run median
     divided by its run's common shift (the end-to-end row never)."""
     out: dict[Key, list[float]] = {}
     for r in _run_logs(frame).itertuples():
-        shift = (shifts or {}).get((r.file, r.build), 0.0) if r.layer != E2E else 0.0
-        out.setdefault((r.build, r.layer), []).append(float(np.exp(r.log - shift)))
+        out.setdefault((r.build, r.layer), []).append(_adjusted(r, shifts))
     return {k: np.array(v, float) for k, v in out.items()}
 
 
@@ -184,8 +189,7 @@ def history_by_key(history: pd.DataFrame, machine: str, exclude: Sequence[str],
     shifts = run_shifts(frame, centres) if centres is not None else None
     out: dict[Key, dict[str, list[float]]] = {}
     for r in _run_logs(frame).itertuples():
-        shift = (shifts or {}).get((r.file, r.build), 0.0) if r.layer != E2E else 0.0
-        out.setdefault((r.build, r.layer), {}).setdefault(r.commit, []).append(float(np.exp(r.log - shift)))
+        out.setdefault((r.build, r.layer), {}).setdefault(r.commit, []).append(_adjusted(r, shifts))
     return {k: [np.array(runs, float) for runs in per.values()] for k, per in out.items()}
 
 
