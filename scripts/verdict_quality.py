@@ -23,8 +23,10 @@ from, as nightlies do. The campaign is --comparisons rounds of:
    added to the history (it is not the code's time).
 
 Both are judged as `harness nightly` judges: against the session before, the baseline pooled
-over its level in the history, alpha split over the series, and a flag confirmed by a second
-session of the same code (and knob) pooled in (--no-confirm: not).
+over its level in the history, alpha split over the series, and any suspect series (a flag,
+or p < alpha as a series alone: Judgement.suspects) confirmed by a second session of the same
+code (and knob) pooled in (--no-confirm: not). A slowed layer counts as caught only if it was
+suspect after the first session and flagged with both.
 
 `--replay --out DIR` measures nothing: it judges DIR's stored sessions again with today's
 verdict code (the seed draws the same layers from the same medians) into DIR/replayed.json.
@@ -66,6 +68,8 @@ class ModelQuality:
     comparisons: int = 0
     comparisons_flagged: int = 0
     first_session_flagged: int = 0  # comparisons whose first session flagged something (before confirming)
+    first_session_suspect: int = 0  # ... had a suspect series, so that a nightly would measure again
+    confirmations: int = 0  # sessions measured again to confirm (identical and slowed alike)
     not_judged: int = 0  # sessions left out as busy (other processes used the CPUs): no trial
     series_judged: int = 0
     series_flagged: int = 0
@@ -89,6 +93,7 @@ class Campaign:
     def __init__(self, plan: RunPlan, out: Path, replay: bool = False, confirm: bool = True):
         self.plan, self.out, self.history, self.replay, self.confirm = plan, out, pd.DataFrame(), replay, confirm
         self.count = 0
+        self.confirmations = 0  # sessions measured again
 
     def session(self, knob: str | None = None, confirmation: bool = False) -> pd.DataFrame | None:
         """The next session's rows; a confirmation is marked as one in its folder, so that a
@@ -112,18 +117,18 @@ class Campaign:
         # Each session is a "commit" of its own: identical code, measured at another time.
         return run_rows(paths).assign(commit=f"session{self.count:03d}")
 
-    def judged(self, before: pd.DataFrame, knob: str | None = None) -> tuple[pd.DataFrame, Any, int]:
-        """(the session's rows, its judgement, how many series its first session flagged): a
-        flag is confirmed as the nightly does, by a second session of the same code (and knob)
-        pooled in (harness.nightly.nightly.confirm)."""
+    def judged(self, before: pd.DataFrame, knob: str | None = None) -> tuple[pd.DataFrame, Any, Any]:
+        """(the session's rows, its judgement, its first session's judgement): suspects are
+        confirmed as the nightly does, by a second session of the same code (and knob) pooled in
+        (harness.nightly.nightly.confirm)."""
         current = self.session(knob)
-        j = self.judge(before, current)
-        first = len(j.regressions)
-        if first and self.confirm:
+        first = j = self.judge(before, current)
+        if first.suspects and self.confirm:
             extra = self.session(knob, confirmation=True)
             if extra is not None:
                 current = pd.concat([current, extra.assign(commit=current["commit"].iloc[0])], ignore_index=True)
                 j = self.judge(before, current)
+                self.confirmations += 1
         return current, j, first
 
     def keep(self, rows: pd.DataFrame) -> None:
@@ -143,7 +148,8 @@ def judge_identical(c: Campaign, q: ModelQuality, before: pd.DataFrame, i: int, 
         print(f"  identical code {i + 1}/{n}: not judged: {j.machine_note}", flush=True)
         return before
     q.comparisons += 1
-    q.first_session_flagged += bool(first)
+    q.first_session_flagged += bool(first.regressions)
+    q.first_session_suspect += bool(first.suspects)
     q.series_judged += len(j.judged)
     q.series_flagged += len(j.regressions)
     q.comparisons_flagged += bool(j.regressions)
@@ -172,20 +178,25 @@ def judge_slowed(c: Campaign, q: ModelQuality, before: pd.DataFrame, fractions: 
     chosen = dict(zip(rng.sample(sorted(medians), len(fractions)), fractions))
     knob = ",".join(f"{layer}={medians[layer] * f:.6f}" for layer, f in chosen.items())
     name = f"session{c.count + 1:03d}"
-    _, j, _ = c.judged(before, knob)
+    _, j, first = c.judged(before, knob)
     if j.machine_note:
         q.not_judged += 1
         print(f"  slowed session not judged: {j.machine_note}", flush=True)
         return
     q.knobs[name] = chosen
+    # Several knobs share a session, and the larger ones always ask for a confirmation; a
+    # nightly with only this layer slowed would confirm only if this layer (or noise) were
+    # suspect, so a layer counts as caught only if it was suspect after the first session too.
+    suspect = {(r.build, r.layer) for r in first.suspects}
     flagged = {(r.build, r.layer) for r in j.regressions}
+    caught = {key for key in flagged if key in suspect or not c.confirm}
     for layer, fraction in chosen.items():
-        q.sensitivity.setdefault(str(fraction), []).append((build, layer) in flagged)
+        q.sensitivity.setdefault(str(fraction), []).append((build, layer) in caught)
     # every build runs the knob's wait, so only layers without one can be false flags here
     # (the end-to-end row contains the slowed layers: its flag is a true one)
     others = sorted(f"{b} {layer}" for b, layer in flagged if layer not in chosen and layer != E2E)
     q.flagged_beside_knob += others
-    print("  slowed " + ", ".join(f"{layer} +{f:.0%} {'caught' if (build, layer) in flagged else 'MISSED'}"
+    print("  slowed " + ", ".join(f"{layer} +{f:.0%} {'caught' if (build, layer) in caught else 'MISSED'}"
                                   for layer, f in chosen.items())
           + (f"; also flagged: {', '.join(others)}" if others else ""), flush=True)
 
@@ -239,9 +250,11 @@ def main(argv: list[str] | None = None) -> int:
         session_maker = Campaign(plan, out / model, args.replay, not args.no_confirm)
         q = ModelQuality(model, builds)
         campaign(session_maker, q, args.comparisons, fractions, args.seed, args.history)
+        q.confirmations = session_maker.confirmations
         smallest = q.smallest_caught()
         print(f"{model}: false alarms in {q.comparisons_flagged}/{q.comparisons} comparisons "
-              f"({q.first_session_flagged} before confirmation; {q.not_judged} sessions not judged as busy) "
+              f"({q.first_session_flagged} flagged and {q.first_session_suspect} suspect before confirmation; "
+              f"{q.confirmations} sessions measured again; {q.not_judged} sessions not judged as busy) "
               f"({q.series_flagged}/{q.series_judged} series; {len(q.flagged_beside_knob)} non-knob series "
               f"flagged in slowed sessions); smallest one-layer slowdown caught "
               f">= {CAUGHT:.0%}: {f'+{smallest:.0%}' if smallest is not None else 'none of those tried'}; "

@@ -182,7 +182,8 @@ def test_nightly_fails_naming_exactly_the_slowed_layer(scratch):
     assert re.search(rf"moved: torch {re.escape(SLOW)} \+[\d.]+% \(slower\)$", last)
     # flagged after one session, so measured again: the flag held with both sessions pooled
     assert f"measuring {c4[:12]} again to confirm" in out
-    assert f"confirmation: 1 series flagged after one session of {c4[:12]}, 1 with a second session pooled in" in out
+    assert re.search(rf"confirmation: 1 series flagged and \d+ suspect after one session of {c4[:12]}, "
+                     r"1 flagged with a second session pooled in", out)
 
 
 def test_asv_machine_is_per_fingerprint_in_the_repository(scratch):
@@ -198,10 +199,12 @@ def test_asv_machine_is_per_fingerprint_in_the_repository(scratch):
 def test_each_nightly_stored_its_runs_under_its_commit(scratch):
     c1, c2, c3, c4 = scratch.commits
     commits = [json.loads(p.read_text())["harness"]["commit"] for p in scratch.runs()]
-    # c4's flag was confirmed by a second session of c4: its runs twice
-    assert sorted(commits) == sorted([c1] * (RUNS + 1) + [c2] * RUNS + [c3] + [c4] * RUNS * 2)
+    # c4's flag was confirmed by a second session of c4: its runs twice; c2's nightly measures
+    # again only if a series was suspect by chance (the screen is wide on purpose)
+    c2_sessions = 2 if "again to confirm" in scratch.same.stdout else 1
+    assert sorted(commits) == sorted([c1] * (RUNS + 1) + [c2] * RUNS * c2_sessions + [c3] + [c4] * RUNS * 2)
     groups = [json.loads(p.read_text()).get("run_group") for p in scratch.runs() if p != scratch.foreign]
-    assert sorted(g["index"] for g in groups if g) == sorted(list(range(RUNS)) * 4)
+    assert sorted(g["index"] for g in groups if g) == sorted(list(range(RUNS)) * (3 + c2_sessions))
 
 
 def _flagged_layers(asv_compare_output: str) -> set[str]:

@@ -38,10 +38,23 @@ class Judgement:
     software_notes: list[str] = field(default_factory=list)
     busy_note: str | None = None  # busy runs left out of the judgement
     adjusted: bool = False  # layers judged beyond their run's common shift (run_shifts)
+    threshold: float = 0.05  # the verdict's settings, for the screen below
+    alpha: float = 0.01
 
     @property
     def regressions(self) -> list[Judged]:
         return [j for j in self.judged if j.change.verdict == "slower"]
+
+    @property
+    def suspects(self) -> list[Judged]:
+        """Series worth measuring again before the verdict is final: flagged, or slower by the
+        threshold at p < alpha as a series judged alone would be (alpha not split over the
+        series). Why: the split makes one session's verdict strict; a slowdown just under it
+        (a +10 % layer with a session's three runs) is caught when a second session is pooled
+        in, but only if something asks for that session. Screening wide and confirming strict
+        is the two-stage design of a perf sheriff's alert and re-run."""
+        return [j for j in self.judged if j.change.verdict == "slower"
+                or (j.change.effect >= self.threshold and j.change.p_value < self.alpha and j.change.ci_low > 1)]
 
     @property
     def moved(self) -> list[Judged]:
@@ -264,7 +277,7 @@ def judge_frames(a_label: str, a: pd.DataFrame, b_label: str, b: pd.DataFrame,
         change = replace(change, before_ms=geometric_mean(raw_before[key]), after_ms=geometric_mean(raw_after[key]))
         judged.append(Judged(*key, change, noise, len(pool)))
     return Judgement(a_label, b_label, judged, None, software_changes(_software(a), _software(b)), left_out,
-                     centres is not None)
+                     centres is not None, threshold, alpha)
 
 
 def moved_summary(judgement: Judgement) -> str:

@@ -97,23 +97,25 @@ def against_ancestor(history: pd.DataFrame, head: str, threshold: float,
     return previous, judgement, notes
 
 
-def confirm(args: argparse.Namespace, device: str, head: str, env: dict[str, str], flagged: int,
+def confirm(args: argparse.Namespace, device: str, head: str, env: dict[str, str], first: Judgement,
             console: Console) -> tuple[pd.DataFrame, str | None, Judgement | None, list[str]]:
     """Measure HEAD in a second session and judge again with both pooled, as a perf sheriff
-    re-runs an alert before filing it (Chromium's Pinpoint). Why: a whole session can be hit
-    at once (a neighbour on the VM host, a clock change), moving several layers by 10-15 %
-    where no run-to-run statistic can tell it from a change of the code; it does not happen
-    twice in a row, while a real change holds, and the pooled side has a smaller error."""
+    re-runs an alert before filing it (Chromium's Pinpoint). Asked for by any suspect series
+    (Judgement.suspects), not only by a flag. Why: a whole session can be hit at once (a
+    neighbour on the VM host, a clock change), moving several layers by 10-15 % where no
+    run-to-run statistic can tell it from a change of the code; it does not happen twice in a
+    row, while a real change holds, and the pooled side has a smaller error."""
     from harness.nightly.suite import config_from_env, measure_once  # noqa: PLC0415
 
-    console.print(f"nightly: {device}: {flagged} series flagged; measuring {head[:12]} again to confirm",
-                  highlight=False)
+    flagged, suspect = len(first.regressions), len(first.suspects)
+    console.print(f"nightly: {device}: {flagged} series flagged, {suspect} suspect; measuring {head[:12]} "
+                  "again to confirm", highlight=False)
     measure_once(config_from_env({**os.environ, **env}))
     history = load_history(device, args.model)
     previous, judgement, notes = against_ancestor(history, head, args.threshold, args.alpha)
     still = len(judgement.regressions) if judgement is not None else 0
-    notes.append(f"confirmation: {flagged} series flagged after one session of {head[:12]}, "
-                 f"{still} with a second session pooled in")
+    notes.append(f"confirmation: {flagged} series flagged and {suspect} suspect after one session of "
+                 f"{head[:12]}, {still} flagged with a second session pooled in")
     return history, previous, judgement, notes
 
 
@@ -134,9 +136,8 @@ def run_device(args: argparse.Namespace, device, head: str, console: Console) ->
     asvtool.run_commit(machine, env=env)
     history = load_history(device.name, args.model)
     previous, judgement, notes = against_ancestor(history, head, args.threshold, args.alpha)
-    if judgement is not None and judgement.regressions and not args.no_confirm:
-        history, previous, judgement, notes = confirm(args, device.name, head, env, len(judgement.regressions),
-                                                      console)
+    if judgement is not None and judgement.suspects and not args.no_confirm:
+        history, previous, judgement, notes = confirm(args, device.name, head, env, judgement, console)
     files = [Path(f) for f in history[history["commit"] == head]["file"].unique()]
     return DeviceOutcome(device.name, previous, _regressions(judgement, head), files, judgement, notes)
 
