@@ -10,6 +10,7 @@ import copy
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
@@ -188,7 +189,7 @@ def test_effective_flops_above_the_peak_are_labelled_and_explained(result, tmp_p
     assert loaded.errors == [] and all(w > 0 for w in loaded.image_widths())
 
 
-def _history_store(result: Path, root: Path, slow_layer: str) -> list[str]:
+def _history_store(result: Path, root: Path, slow_layer: str, prefix: str = "run") -> list[str]:
     """Four commits of copies of `result`; from the third on, `slow_layer` of caffe2-nnpack is
     3x slower. That layer's samples are made tight (this shared machine's own are too noisy
     for a significance test on 6 samples); every other layer keeps its measured samples."""
@@ -203,7 +204,7 @@ def _history_store(result: Path, root: Path, slow_layer: str) -> list[str]:
                 if build["name"] == "caffe2-nnpack" and layer["id"] == slow_layer:
                     base = min(layer["samples_ms"]) * (3 if i >= 2 else 1)
                     layer["samples_ms"] = [base * f for f in (1.0, 1.01, 0.99, 1.02, 0.98, 1.0)]
-        save_result(d, root / "runs" / "local" / f"run{i}.json")
+        save_result(d, root / "runs" / "local" / f"{prefix}{i}.json")
     return commits
 
 
@@ -253,6 +254,71 @@ def test_comparison_pages_for_two_commits_and_two_builds(result, tmp_path, open_
     values = _numbers(by_build.column("section.comparison table", 5))
     assert len(values) == n_layers and values == sorted(values)
     assert all(w > 0 for w in by_build.image_widths())
+
+
+@pytest.fixture(scope="module")
+def second_network(tmp_path_factory) -> Path:
+    """A real run of another network (a small SqueezeNet: fire modules, 1x1 and 3x3 convs)."""
+    from tests.conftest import run_cli  # noqa: PLC0415
+
+    out = tmp_path_factory.mktemp("squeeze") / "squeeze.json"
+    proc = run_cli("run", "--model", "squeezenet1.1-small", "--builds", "caffe2-nnpack,torch",
+                   "--repeats", "5", "--warmup", "1", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_networks_are_listed_side_by_side_each_with_its_own_page(result, second_network, tmp_path, open_page, capsys):
+    assert main(["report", str(result), str(second_network), "--output-dir", str(tmp_path / "reports"),
+                 "--results-root", str(tmp_path / "store"), "--name", "both"]) == 0
+    page_path = tmp_path / "reports" / "local" / "both" / "index.html"
+    assert f"report written to {page_path}" in capsys.readouterr().out
+    loaded = open_page(page_path)
+    page = loaded.page
+    assert loaded.errors == []
+    rows = page.locator("table#networks tbody tr")
+    assert [rows.nth(i).get_attribute("data-model") for i in range(rows.count())] == \
+        ["unet-tiny", "squeezenet1.1-small"]
+    for i, path in enumerate((result, second_network)):
+        doc = load_result(path)
+        cells = rows.nth(i).locator("td")
+        # the baseline's median, then torch's median and its speedup, from each file's samples
+        e2e = {b["name"]: sorted(b["e2e"]["samples_ms"]) for b in doc["builds"]}
+        assert float(cells.nth(3).get_attribute("data-value")) == pytest.approx(float(np.median(e2e["caffe2-nnpack"])))
+        assert float(cells.nth(4).get_attribute("data-value")) == pytest.approx(float(np.median(e2e["torch"])))
+        assert "×" in cells.nth(5).inner_text()
+    # each network's own report, linked from its row
+    rows.nth(1).locator("a").click()
+    page.wait_for_load_state("load")
+    assert page.locator("h1").inner_text().startswith("squeezenet1.1-small on")
+    assert page.locator("table#layers tbody tr").count() == len(load_result(second_network)["builds"][0]["layers"])
+    assert loaded.errors == []
+
+
+def test_compare_and_report_take_a_model_list(result, second_network, tmp_path, open_page, capsys):
+    root = tmp_path / "store"
+    commits = _history_store(result, root, "dec0.conv1")
+    assert _history_store(second_network, root, "fire2.expand3x3", prefix="squeeze") == commits
+    models = "unet-tiny,squeezenet1.1-small"
+    code = main(["compare", commits[0], commits[3], "--models", models, "--results-root", str(root)])
+    out = capsys.readouterr().out
+    assert code == 1  # a regression in either network fails the step
+    tiny, squeeze = out.split("## squeezenet1.1-small")
+    assert "## unet-tiny" in tiny
+    assert "Regressions: caffe2-nnpack dec0.conv1" in tiny
+    assert "Regressions: caffe2-nnpack fire2.expand3x3" in squeeze
+    html = tmp_path / "compare.html"
+    assert main(["compare", commits[0], commits[3], "--models", models, "--results-root", str(root),
+                 "--format", "html", "--output", str(html), "--exit-zero"]) == 0
+    loaded = open_page(html)
+    assert loaded.page.locator("section").count() == 2 and loaded.errors == []
+    assert main(["report", "--commits", f"{commits[0]}..{commits[3]}", "--models", models,
+                 "--results-root", str(root), "--output-dir", str(tmp_path / "reports")]) == 0
+    page_path = tmp_path / "reports" / "local" / f"{commits[0][:12]}..{commits[3][:12]}" / "index.html"
+    networks = open_page(page_path)
+    assert networks.page.locator("table#networks tbody tr").count() == 2 and networks.errors == []
+    assert main(["compare", commits[0], commits[3], "--models", "unet-tiny,nosuchnet"]) == 2
+    assert "unknown model nosuchnet" in capsys.readouterr().err
 
 
 def test_screenshot_option_writes_a_png(result, tmp_path):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -35,9 +36,27 @@ def add_significance_arguments(parser: argparse.ArgumentParser) -> None:
                              "judges (default 0.01)")
 
 
-def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+def model_list(text: str) -> list[str]:
+    """--models a,b: known presets, each once, in the order given."""
+    from harness.model import PRESETS  # noqa: PLC0415 - light, but keep `--help` free of torch
+
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in PRESETS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"unknown model {', '.join(unknown) or repr(text)}; "
+                                         f"presets: {', '.join(PRESETS)}")
+    return names
+
+
+def add_selection_arguments(parser: argparse.ArgumentParser, many: bool = False) -> None:
+    """many: --models a,b (each network judged on its own), with --model as its one-name form."""
     parser.add_argument("--device", default=None, help="device of the stored results (default: devices.yaml's default)")
-    parser.add_argument("--model", default=None, help="model of the stored results (default: unet)")
+    if many:
+        parser.add_argument("--models", "--model", dest="models", type=model_list, default=None, metavar="A,B",
+                            help="models of the stored results, each compared on its own (default: the one "
+                                 "the results are of)")
+    else:
+        parser.add_argument("--model", default=None, help="model of the stored results (default: unet)")
     parser.add_argument("--results-root", type=Path, default=None, metavar="DIR",
                         help="where stored results are (default: results/)")
 
@@ -52,7 +71,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the table here instead of standard output")
     parser.add_argument("--exit-zero", action="store_true",
                         help="exit 0 even when a layer is slower (default: exit 1 on a regression)")
-    add_selection_arguments(parser)
+    add_selection_arguments(parser, many=True)
     add_significance_arguments(parser)
 
 
@@ -89,22 +108,29 @@ def run_compare(args: argparse.Namespace, console: Console) -> int:
         raise UserError("--builds X Y compares two builds within ONE commit or result file")
     if not args.builds and len(args.sides) != 2:
         raise UserError("give two commits or result files (or one with --builds X Y)")
-    sides = [side(text, root, args.device, args.model) for text in args.sides]
-    if args.builds:
-        table = compare_builds(*sides[0], *args.builds, threshold=args.threshold, alpha=args.alpha)
-    else:
-        table = compare_runs(*sides[0], *sides[1], threshold=args.threshold, alpha=args.alpha,
-                             history=_history_of(sides[1][1], root), note=ancestry_note(*args.sides))
-    text = to_html(table) if args.format == "html" else to_markdown(table)
+    models = args.models or [None]
+    if len(models) > 1 and any(Path(text).is_file() for text in args.sides):
+        raise UserError("--models selects stored results of commits; a result file is of one model already")
+    tables = []
+    for model in models:
+        sides = [side(text, root, args.device, model) for text in args.sides]
+        if args.builds:
+            table = compare_builds(*sides[0], *args.builds, threshold=args.threshold, alpha=args.alpha)
+        else:
+            table = compare_runs(*sides[0], *sides[1], threshold=args.threshold, alpha=args.alpha,
+                                 history=_history_of(sides[1][1], root), note=ancestry_note(*args.sides))
+        tables.append(replace(table, model=model) if len(models) > 1 else table)
+    text = to_html(tables) if args.format == "html" else "\n".join(map(to_markdown, tables))
     if args.output:
         write_atomic(args.output, text)
         console.print(f"comparison written to {args.output}", highlight=False)
-        if table.note:
-            console.print(table.note, highlight=False)
+        for table in tables:
+            if table.note:
+                console.print(f"{table.model}: {table.note}" if table.model else table.note, highlight=False)
     else:
         console.out(text, highlight=False)
     # CI: a regression fails the step unless asked not to (a report-only job)
-    return 1 if table.regressions and not args.exit_zero else 0
+    return 1 if any(t.regressions for t in tables) and not args.exit_zero else 0
 
 
 def add_regressions_arguments(parser: argparse.ArgumentParser) -> None:

@@ -2,6 +2,7 @@
 
     harness compare A B                         A, B: commits (stored results) or result files
     harness compare A --builds tvm-nnpack caffe2-nnpack     two builds within one commit/file
+    harness compare A B --models unet,mobilenet-v2          one table per network
 
 Each result file is one run; a commit's side is all its stored runs. Whether a change counts is
 harness.history.verdict (the run as the unit, noise from the machine's history), the same
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import jinja2
 import pandas as pd
@@ -42,6 +44,7 @@ class Table:
     note: str | None = None  # machine changed / not an ancestor: said above the table
     software: tuple[str, ...] = ()
     adjusted: bool = False  # layers judged beyond their run's common shift (judging.run_shifts)
+    model: str | None = None  # named in the heading when several networks are compared
 
     @property
     def regressions(self) -> list[Row]:
@@ -121,7 +124,8 @@ def _legend(table: Table) -> str:
 
 
 def to_markdown(table: Table) -> str:
-    head = [table.note, ""] if table.note else []
+    head = [f"## {table.model}", ""] if table.model else []
+    head += [table.note, ""] if table.note else []
     if table.software:
         head += [f"software changed: {'; '.join(table.software)}", ""]
     if not table.rows:
@@ -136,18 +140,24 @@ _HTML = jinja2.Environment(autoescape=True).from_string("""<!doctype html>
 <html><head><meta charset="utf-8"><title>{{ title }}</title>
 <style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:right}td:nth-child(-n+2){text-align:left}
 tr.slower{background:#fdd}tr.faster{background:#dfd}</style></head>
-<body><h1>{{ title }}</h1>{% if note %}<p><strong>{{ note }}</strong></p>{% endif %}
-{% for s in software %}<p>software changed: {{ s }}</p>{% endfor %}<p>{{ legend }}</p>
+<body><h1>{{ title }}</h1>
+{% for t in tables %}<section{% if t.model %} id="model-{{ t.model }}"{% endif %}>
+{% if t.model %}<h2>{{ t.model }}</h2>{% endif %}
+{% if t.note %}<p><strong>{{ t.note }}</strong></p>{% endif %}
+{% for s in t.software %}<p>software changed: {{ s }}</p>{% endfor %}<p>{{ t.legend }}</p>
 <table><thead><tr>{% for h in headers %}<th>{{ h }}</th>{% endfor %}</tr></thead><tbody>
-{% for row, cells in rows %}<tr class="{{ row.change.verdict }}">{% for c in cells %}<td>{{ c }}</td>{% endfor %}</tr>
-{% endfor %}</tbody></table></body></html>
+{% for row, cells in t.rows %}<tr class="{{ row.change.verdict }}">{% for c in cells %}<td>{{ c }}</td>{% endfor %}</tr>
+{% endfor %}</tbody></table></section>
+{% endfor %}</body></html>
 """)
 
 
-def to_html(table: Table) -> str:
-    return _HTML.render(title=f"{table.b} against {table.a}", legend=_legend(table), headers=HEADERS,
-                        note=table.note, software=table.software,
-                        rows=[(r, _cells(r)) for r in table.rows])
+def to_html(tables: Sequence[Table]) -> str:
+    """One page: a section per table (per network when several were compared)."""
+    first = tables[0]
+    return _HTML.render(title=f"{first.b} against {first.a}", headers=HEADERS,
+                        tables=[{"model": t.model, "note": t.note, "software": t.software, "legend": _legend(t),
+                                 "rows": [(r, _cells(r)) for r in t.rows]} for t in tables])
 
 
 __all__ = ["E2E", "Judged", "Row", "Table", "compare_builds", "compare_runs", "to_html", "to_markdown"]

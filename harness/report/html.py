@@ -89,3 +89,14 @@ def render_compare(title: str, device: str, model: str, a_files: Sequence[str], 
         comparisons=comparisons, significance=significance,
         speedup_method_short=f"{speedup_mod.LEVEL:.0%} percentile bootstrap CI over the raw samples "
                              f"({speedup_mod.RESAMPLES} resamples, seed {speedup_mod.SEED})")
+
+
+def render_networks(device: str, views: Sequence[tuple[str, str, RunView]], baseline: str) -> str:
+    """The networks side by side: (model, link to its page, its view) each."""
+    builds = list(dict.fromkeys(b.name for _, _, v in views for b in v.builds))
+    builds.sort(key=lambda b: b != baseline)  # the baseline's column first, as on each page
+    commits = list(dict.fromkeys(c[:12] for _, _, v in views for c in v.commits))
+    return environment().get_template("networks.html").render(
+        device=device, baseline=baseline, builds=builds, commits=commits,
+        views=[(m, link, v, {b.name: b for b in v.builds}) for m, link, v in views],
+        speedup_method=speedup_mod.METHOD)

@@ -13,12 +13,13 @@ from matplotlib.figure import Figure as MplFigure
 
 from harness.report import plots
 from harness.report.compare import SIGNIFICANCE, compare_builds, compare_runs
-from harness.report.html import Figure, render_compare, render_report
+from harness.errors import UserError
+from harness.report.html import Figure, render_compare, render_networks, render_report
 from harness.report.timeline import history_runs, regression_marks
 from harness.report.view import DEFAULT_BASELINE, RunView, run_view
 from harness.results.document import REPO
 from harness.fileio import write_atomic
-from harness.results.store import RESULTS_DIR
+from harness.results.store import RESULTS_DIR, load_result
 
 REPORTS_DIR = REPO / "reports"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -63,15 +64,52 @@ def _run_figures(view: RunView, out: Path) -> list[Figure]:
     ]
 
 
+def by_model(paths: Sequence[Path]) -> dict[str, list[Path]]:
+    """The result files grouped by the network they measured, in the order first met."""
+    groups: dict[str, list[Path]] = {}
+    for path in paths:
+        groups.setdefault(load_result(path)["model"]["name"], []).append(Path(path))
+    return groups
+
+
+def write_report(paths: Sequence[Path], out_root: Path = REPORTS_DIR, *,
+                 baseline: str = DEFAULT_BASELINE, name: str | None = None,
+                 results_root: Path = RESULTS_DIR,
+                 history_commits: Sequence[str] | None = None) -> Path:
+    """The page of `paths`: one network's report, or, for several networks, a page listing
+    them side by side (end-to-end medians and speedups) with each network's own report, and
+    its own history, in a folder beside it."""
+    groups = by_model(paths)
+    if len(groups) == 1:
+        return write_run_report(paths, out_root, baseline=baseline, name=name, results_root=results_root,
+                                history_commits=history_commits)
+    views = {model: run_view(files, baseline) for model, files in groups.items()}
+    devices = sorted({v.doc["device"]["name"] for v in views.values()})
+    if len(devices) > 1:
+        raise UserError(f"the result files are for different devices ({', '.join(devices)}); "
+                        "report on one device at a time")
+    newest = max(views.values(), key=lambda v: v.sources[-1].created)
+    out = page_dir(out_root, devices[0], name or f"{default_name(newest)}-networks")
+    listed = []
+    for model, files in groups.items():
+        page = write_run_report(files, out_root, baseline=baseline, results_root=results_root,
+                                history_commits=history_commits, folder=out / path_part(model))
+        listed.append((model, page.relative_to(out).as_posix(), views[model]))
+    page = out / "index.html"
+    write_atomic(page, render_networks(devices[0], listed, baseline))
+    return page
+
+
 def write_run_report(paths: Sequence[Path], out_root: Path = REPORTS_DIR, *,
                      baseline: str = DEFAULT_BASELINE, name: str | None = None,
                      results_root: Path = RESULTS_DIR,
-                     history_commits: Sequence[str] | None = None) -> Path:
+                     history_commits: Sequence[str] | None = None, folder: Path | None = None) -> Path:
     """The report page of `paths` (one device and model); its history is every stored run of
-    that device and model (limited to `history_commits` when given) plus `paths`."""
+    that device and model (limited to `history_commits` when given) plus `paths`. folder: where
+    the page goes (default: out_root/<device>/<name>)."""
     view = run_view(paths, baseline)
     device, model = view.doc["device"]["name"], view.doc["model"]["name"]
-    out = page_dir(out_root, device, name or default_name(view))
+    out = folder or page_dir(out_root, device, name or default_name(view))
     figures = _run_figures(view, out)
     runs = history_runs(device, model, Path(results_root), [s.path for s in view.sources], history_commits)
     marks = regression_marks(runs)
