@@ -158,3 +158,29 @@ def test_two_builds_of_one_session_are_not_adjusted():
     slow = fast.assign(samples_ms=[[x * 1.5 for x in s] for s in fast.samples_ms])
     j = judge_frames("a", fast, "b", slow, None, same_session=True)
     assert {r.change.verdict for r in j.judged} == {"slower"}
+
+
+def test_a_suspect_series_is_screened_wide_and_confirmed_strict():
+    """Judgement.suspects screens at alpha per series (not split over the series): a slowdown
+    just below one session's strict verdict asks for a second session, and with both pooled
+    the verdict catches what one session missed. Every flag is also a suspect."""
+    import pandas as pd  # noqa: PLC0415
+
+    from harness.history.judging import judge_frames  # noqa: PLC0415
+
+    one_session = two_stage = 0
+    for seed in range(30, 36):
+        rng = np.random.default_rng(seed)
+        noisy = {"layer_noise": 0.05}
+        past = pd.concat([_runs(rng, f"c{k}", 3, **noisy) for k in range(6)], ignore_index=True)
+        before = _runs(rng, "c6", 3, **noisy).assign(session="s0")
+        after = _runs(rng, "c7", 3, slow={"layer7": 0.06}, **noisy).assign(session="s1")
+        first = judge_frames("c6", before, "c7", after, past)
+        assert {r.layer for r in first.regressions} <= {r.layer for r in first.suspects}
+        one_session += any(r.layer == "layer7" for r in first.regressions)
+        if any(r.layer == "layer7" for r in first.suspects):
+            again = _runs(rng, "c7", 3, slow={"layer7": 0.06}, **noisy).assign(session="s2")
+            again = again.assign(file=again["file"] + "-again")
+            pooled = judge_frames("c6", before, "c7", pd.concat([after, again], ignore_index=True), past)
+            two_stage += any(r.layer == "layer7" for r in pooled.regressions)
+    assert two_stage > one_session
