@@ -75,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nEnd-to-end medians in ms, ({BASELINE} / build) in brackets; device "
           f"{docs[0][1]['device']['name']}, {args.repeats} repeats; results in {out}")
     for model, doc in docs:
+        for b in doc["builds"]:
+            if b["name"] == "qnnpack-int8" and b.get("max_rel_error") is not None:
+                print(f"{model}: qnnpack-int8 max relative error against fp32 {b['max_rel_error']:.3g} "
+                      f"(tolerance {b.get('tolerance', float('nan')):g})")
         for warning in doc.get("warnings", []):
             print(f"{model}: {warning}")
     return 0
