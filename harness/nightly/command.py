@@ -10,7 +10,9 @@ from harness.runs import DEFAULT_REPEATS, DEFAULT_RUNS
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", default=None, metavar="A,B",
                         help="devices to run on (default: devices.yaml's default)")
-    parser.add_argument("--model", default="unet", help="model preset (default unet)")
+    parser.add_argument("--models", "--model", dest="models", default="unet", metavar="A,B",
+                        help="model presets, each judged on its own history (default unet; "
+                             "--model is the older spelling)")
     parser.add_argument("--builds", default=None, metavar="A,B", help="builds (default: every registered build)")
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
                         help=f"timed passes per build (default {DEFAULT_REPEATS})")

@@ -2,13 +2,15 @@
 the verdict against the nearest measured ancestor of HEAD (exit 1 on a regression).
 
 For each device: `asv machine` (named <device>-<hardware hash>, in the repository's own asv
-machine file), `asv run --environment existing --set-commit-hash HEAD` (benchmarks/ measures
-through harness.nightly.suite: --runs independent runs, each stored under
-results/runs/<device>/), then every build x layer of HEAD's runs judged against the runs of
-the nearest ancestor of HEAD measured on the same machine (harness.history.judging: run-level
-test, noise from that machine's history). Then `asv publish` (reports/asv/) and
-`harness report` on this commit's result files. The last line says what was compared with
-what, how many build x layer series were judged and which moved.
+machine file), one `asv run --environment existing --set-commit-hash HEAD` for all of
+--models (benchmarks/ measures through harness.nightly.suite: --runs independent runs per
+model, each stored under results/runs/<device>/). Then each model on its own: every build x
+layer of HEAD's runs of that model judged against that model's runs of the nearest ancestor
+of HEAD measured on the same machine (harness.history.judging: run-level test, noise from that
+machine's history of that model), confirmed, when in doubt, by measuring that model again.
+Then `asv publish` (reports/asv/) and `harness report` on this commit's result files, one page
+per device and model. The last line says, per device and model, what was compared with what,
+how many build x layer series were judged and which moved.
 """
 from __future__ import annotations
 
@@ -26,22 +28,28 @@ from harness.history import Regression, load_history
 from harness.history.ancestry import nearest_measured_ancestor
 from harness.history.command import print_regressions
 from harness.history.judging import Judgement, judge_frames, machines, moved_summary
-from harness.nightly import asvtool
+from harness.nightly import asvtool, suite
 from harness.results.document import git, git_commit
 
 
 @dataclass(frozen=True)
 class DeviceOutcome:
+    """The verdict on one model on one device."""
     device: str
+    model: str
     previous: str | None
     regressions: list[Regression]
     files: list[Path]
     judgement: Judgement | None = None
     notes: list[str] = field(default_factory=list)  # machine changed, software changed
 
+    @property
+    def label(self) -> str:
+        return f"{self.device} {self.model}"
 
-def suite_env(args: argparse.Namespace, device: str) -> dict[str, str]:
-    env = {"HARNESS_DEVICE": device, "HARNESS_MODEL": args.model,
+
+def suite_env(args: argparse.Namespace, device: str, models: list[str]) -> dict[str, str]:
+    env = {"HARNESS_DEVICE": device, "HARNESS_MODELS": ",".join(models),
            "HARNESS_REPEATS": str(args.repeats), "HARNESS_WARMUP": str(args.warmup),
            "HARNESS_RUNS": str(args.runs), "HARNESS_BUILDS": args.builds or ""}
     if args.devices_file:
@@ -49,16 +57,21 @@ def suite_env(args: argparse.Namespace, device: str) -> dict[str, str]:
     return env
 
 
-OPTION_OF = {"HARNESS_DEVICE": "--devices", "HARNESS_MODEL": "--model", "HARNESS_REPEATS": "--repeats",
-             "HARNESS_WARMUP": "--warmup", "HARNESS_RUNS": "--runs", "HARNESS_BUILDS": "--builds",
-             "HARNESS_DEVICES_FILE": "--devices-file"}
+OPTION_OF = {"HARNESS_DEVICE": "--devices", "HARNESS_MODELS": "--models", "HARNESS_MODEL": "--models",
+             "HARNESS_REPEATS": "--repeats", "HARNESS_WARMUP": "--warmup", "HARNESS_RUNS": "--runs",
+             "HARNESS_BUILDS": "--builds", "HARNESS_DEVICES_FILE": "--devices-file"}
+# Older names the suite still reads (when the new one is unset): variable -> the one it stands for
+LEGACY = {"HARNESS_MODEL": "HARNESS_MODELS"}
 
 
 def refuse_conflicting_env(wanted: dict[str, str], environ: dict[str, str] | None = None) -> None:
     """The suite reads HARNESS_* variables; the nightly sets them from its options. A variable
-    already set to something else would be silently overridden: refuse it instead."""
+    already set to something else would be silently overridden: refuse it instead. A legacy
+    name (HARNESS_MODEL=mobilenet-v2 in an old cron line) is overridden just as silently by the
+    new one the nightly sets, so it must agree with it too."""
     environ = dict(os.environ) if environ is None else environ
-    for name, value in wanted.items():
+    legacy = {old: wanted[new] for old, new in LEGACY.items() if new in wanted}
+    for name, value in {**wanted, **legacy}.items():
         if name in environ and environ[name] != value:
             raise UserError(f"{name}={environ[name]!r} is set, but harness nightly measures with "
                             f"{OPTION_OF[name]} ({value!r} here): pass {OPTION_OF[name]} or unset {name}")
@@ -97,21 +110,20 @@ def against_ancestor(history: pd.DataFrame, head: str, threshold: float,
     return previous, judgement, notes
 
 
-def confirm(args: argparse.Namespace, device: str, head: str, env: dict[str, str], first: Judgement,
-            console: Console) -> tuple[pd.DataFrame, str | None, Judgement | None, list[str]]:
+def confirm(args: argparse.Namespace, device: str, model: str, head: str, env: dict[str, str],
+            first: Judgement, console: Console) -> tuple[pd.DataFrame, str | None, Judgement | None, list[str]]:
     """Measure HEAD in a second session and judge again with both pooled, as a perf sheriff
     re-runs an alert before filing it (Chromium's Pinpoint). Asked for by any suspect series
     (Judgement.suspects), not only by a flag. Why: a whole session can be hit at once (a
     neighbour on the VM host, a clock change), moving several layers by 10-15 % where no
     run-to-run statistic can tell it from a change of the code; it does not happen twice in a
-    row, while a real change holds, and the pooled side has a smaller error."""
-    from harness.nightly.suite import config_from_env, measure_once  # noqa: PLC0415
-
+    row, while a real change holds, and the pooled side has a smaller error. Only `model` is
+    measured again: the other models' verdicts stand on their own sessions."""
     flagged, suspect = len(first.regressions), len(first.suspects)
-    console.print(f"nightly: {device}: {flagged} series flagged, {suspect} suspect; measuring {head[:12]} "
-                  "again to confirm", highlight=False)
-    measure_once(config_from_env({**os.environ, **env}))
-    history = load_history(device, args.model)
+    console.print(f"nightly: {device} {model}: {flagged} series flagged, {suspect} suspect; measuring "
+                  f"{head[:12]} again to confirm", highlight=False)
+    suite.measure_model(suite.config_from_env({**os.environ, **env}), model)
+    history = load_history(device, model)
     previous, judgement, notes = against_ancestor(history, head, args.threshold, args.alpha)
     still = len(judgement.regressions) if judgement is not None else 0
     notes.append(f"confirmation: {flagged} series flagged and {suspect} suspect after one session of "
@@ -125,21 +137,39 @@ def _regressions(judgement: Judgement | None, head: str) -> list[Regression]:
     return [Regression.of(j.build, j.layer, head, j.change) for j in judgement.regressions]
 
 
-def run_device(args: argparse.Namespace, device, head: str, console: Console) -> DeviceOutcome:
-    env = suite_env(args, device.name)
+def stored_hardware_hash(device: str, models: list[str]) -> str | None:
+    """The newest stored run's fingerprint on `device` (a remote device's asv machine name), from
+    the first model that has one: the machine is the device's, whatever model ran on it."""
+    for model in models:
+        stored = load_history(device, model)
+        if not stored.empty:
+            return stored["hardware_hash"].iloc[-1]
+    return None
+
+
+def run_device(args: argparse.Namespace, device, models: list[str], head: str,
+               console: Console) -> list[DeviceOutcome]:
+    """One asv run of every model on `device`, then each model judged on its own history."""
+    env = suite_env(args, device.name, models)
     refuse_conflicting_env(env)
-    stored = load_history(device.name, args.model)
-    machine = asvtool.asv_machine(device, stored["hardware_hash"].iloc[-1] if not stored.empty else None)
-    console.print(f"nightly: {device.name}: asv run for {head[:12]} ({args.model}, {args.runs} runs, "
-                  f"asv machine {machine.name})", highlight=False)
+    machine = asvtool.asv_machine(device, stored_hardware_hash(device.name, models))
+    console.print(f"nightly: {device.name}: asv run for {head[:12]} ({', '.join(models)}, {args.runs} runs "
+                  f"each, asv machine {machine.name})", highlight=False)
     asvtool.register_machine(device, machine, env=env)
     asvtool.run_commit(machine, env=env)
-    history = load_history(device.name, args.model)
+    return [judge_model(args, device.name, model, head, env, console) for model in models]
+
+
+def judge_model(args: argparse.Namespace, device: str, model: str, head: str, env: dict[str, str],
+                console: Console) -> DeviceOutcome:
+    """HEAD's runs of `model` against that model's nearest measured ancestor on this machine;
+    measured again first when a series is in doubt."""
+    history = load_history(device, model)
     previous, judgement, notes = against_ancestor(history, head, args.threshold, args.alpha)
     if judgement is not None and judgement.suspects and not args.no_confirm:
-        history, previous, judgement, notes = confirm(args, device.name, head, env, judgement, console)
+        history, previous, judgement, notes = confirm(args, device, model, head, env, judgement, console)
     files = [Path(f) for f in history[history["commit"] == head]["file"].unique()]
-    return DeviceOutcome(device.name, previous, _regressions(judgement, head), files, judgement, notes)
+    return DeviceOutcome(device, model, previous, _regressions(judgement, head), files, judgement, notes)
 
 
 def write_report(files: list[Path], console: Console) -> None:
@@ -151,13 +181,14 @@ def write_report(files: list[Path], console: Console) -> None:
 
 
 def summary_line(head: str, o: DeviceOutcome) -> str:
-    """What was compared with what, how many series were judged, which moved."""
+    """What was compared with what, how many series were judged, which moved (one model on one
+    device)."""
     if o.judgement is None:
         why = o.notes[0] if o.notes else "no measured ancestor on this machine (first measurement)"
-        return f"{o.device}: {head[:12]} not compared: {why}"
+        return f"{o.label}: {head[:12]} not compared: {why}"
     j = o.judgement
     runs = {c.change.runs_after for c in j.judged}
-    return (f"{o.device}: compared {head[:12]} with its nearest measured ancestor {o.previous[:12]}, "
+    return (f"{o.label}: compared {head[:12]} with its nearest measured ancestor {o.previous[:12]}, "
             f"judged {len(j.judged)} build x layer series ({'/'.join(map(str, sorted(runs)))} runs), "
             f"moved: {moved_summary(j)}")
 
@@ -166,23 +197,26 @@ def run_nightly(args: argparse.Namespace, console: Console) -> int:
     from harness.devices import load_devices  # noqa: PLC0415
 
     started = time.monotonic()
+    models = suite.check_model_names(suite.names(args.models))  # before anything is measured
     registry = load_devices(args.devices_file)
-    names = [n.strip() for n in (args.devices or registry.default).split(",") if n.strip()]
-    devices = [registry.get(name) for name in names]
+    devices = [registry.get(name) for name in suite.names(args.devices or registry.default)]
     head, _ = git_commit(asvtool.REPO)
     if head is None:
         raise UserError(f"{asvtool.REPO} is not a git checkout: asv files results by commit")
-    outcomes = [run_device(args, device, head, console) for device in devices]
+    outcomes = [o for device in devices for o in run_device(args, device, models, head, console)]
     asvtool.publish()
     console.print(f"nightly: asv HTML in {asvtool.REPO / 'reports' / 'asv'}", highlight=False)
     if not args.no_report:
-        write_report([f for o in outcomes for f in o.files], console)
+        for o in outcomes:  # a report page is of one device and one model (harness report)
+            write_report(o.files, console)
     for o in outcomes:
         for note in o.notes:
-            console.print(f"nightly: {o.device}: {note}", highlight=False)
+            console.print(f"nightly: {o.label}: {note}", highlight=False)
         if o.previous:
-            print_regressions(f"regressions on {o.device} at {head[:12]} against {o.previous[:12]}",
+            print_regressions(f"regressions on {o.device} ({o.model}) at {head[:12]} against {o.previous[:12]}",
                               o.regressions, console)
     console.print(f"nightly: done in {time.monotonic() - started:.0f} s", highlight=False)
-    console.print("nightly: " + "; ".join(summary_line(head, o) for o in outcomes), highlight=False)
+    # one line however many devices x models: CI and cron logs are read by their last line
+    console.print("nightly: " + "; ".join(summary_line(head, o) for o in outcomes), highlight=False,
+                  soft_wrap=True)
     return 1 if any(o.regressions for o in outcomes) else 0

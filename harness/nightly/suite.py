@@ -1,22 +1,25 @@
 """What the asv benchmarks in benchmarks/ call: one harness run, then its samples per benchmark.
 
-Which device, model and builds are measured comes from environment variables, because asv
+Which device, models and builds are measured comes from environment variables, because asv
 benchmark parameters are fixed when the suite is discovered and asv passes its own
 environment through to benchmark processes (`harness nightly` sets them):
 
     HARNESS_DEVICE        device name from devices.yaml (default: its `default`); it is
                           also the asv machine name
-    HARNESS_MODEL         model preset (default: unet)
+    HARNESS_MODELS        comma-separated model presets (default: unet); each is measured
+                          and filed on its own (benchmarks/unet.py: the model is a parameter)
+    HARNESS_MODEL         the older name, one preset: read only when HARNESS_MODELS is unset
+                          (cron lines and CI jobs written before the model list still work)
     HARNESS_BUILDS        comma-separated builds (default: every registered build)
     HARNESS_DEVICES_FILE  devices file (default: devices.yaml at the repository root)
     HARNESS_REPEATS, HARNESS_WARMUP   timed and warm-up passes (default 20 and 2)
-    HARNESS_RUNS          independent runs (default 3, harness.runs)
+    HARNESS_RUNS          independent runs per model (default 3, harness.runs)
 
-The measurement is HARNESS_RUNS independent `harness run` processes (harness.runs: builds in
-a different order each), made once in asv's setup_cache (so it is not repeated per layer);
-each run is saved as an ordinary result file under results/runs/<device>/ (the history the
-verdicts judge, run by run) and asv's benchmarks read their samples back from those JSON
-files, pooled: nothing a device sent is ever unpickled.
+The measurement is HARNESS_RUNS independent `harness run` processes per model (harness.runs:
+builds in a different order each), made once in asv's setup_cache (so it is not repeated per
+layer); each run is saved as an ordinary result file under results/runs/<device>/ (the history
+the verdicts judge, run by run, per model) and asv's benchmarks read their samples back from
+those JSON files, pooled: nothing a device sent is ever unpickled.
 """
 from __future__ import annotations
 
@@ -24,11 +27,12 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from harness.builds import build_names, check_build_names
 from harness.devices import load_devices
-from harness.model import DEFAULT_MODEL, get_model
+from harness.errors import UserError
+from harness.model import DEFAULT_MODEL, PRESETS, get_model
 from harness.results.store import load_result
 from harness.runs import DEFAULT_REPEATS, DEFAULT_RUNS, RunPlan, measure_runs
 
@@ -38,7 +42,7 @@ REPO = Path(__file__).resolve().parents[2]  # the checkout asv benchmarks
 @dataclass(frozen=True)
 class SuiteConfig:
     device: str | None
-    model: str
+    models: list[str]
     builds: list[str]
     warmup: int
     repeats: int
@@ -46,11 +50,32 @@ class SuiteConfig:
     runs: int = DEFAULT_RUNS
 
 
-def config_from_env(env: dict[str, str] | None = None) -> SuiteConfig:
+def names(text: str) -> list[str]:
+    """The names of a comma list ("a, b," -> [a, b])."""
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def check_model_names(models: list[str]) -> list[str]:
+    """`models`, each a preset of the model registry (get_model's UserError names a wrong one)."""
+    if not models:
+        raise UserError("no model given; known models: " + ", ".join(PRESETS))
+    for model in models:
+        get_model(model)
+    if len(set(models)) != len(models):
+        raise UserError(f"a model is named twice in {','.join(models)}")
+    return models
+
+
+def models_from_env(env: Mapping[str, str]) -> list[str]:
+    """HARNESS_MODELS; else the older single HARNESS_MODEL; else DEFAULT_MODEL."""
+    return check_model_names(names(env.get("HARNESS_MODELS") or env.get("HARNESS_MODEL") or DEFAULT_MODEL))
+
+
+def config_from_env(env: Mapping[str, str] | None = None) -> SuiteConfig:
     env = os.environ if env is None else env
-    builds = [b.strip() for b in env.get("HARNESS_BUILDS", "").split(",") if b.strip()]
+    builds = names(env.get("HARNESS_BUILDS", ""))
     return SuiteConfig(device=env.get("HARNESS_DEVICE") or None,
-                       model=env.get("HARNESS_MODEL") or DEFAULT_MODEL,
+                       models=models_from_env(env),
                        builds=check_build_names(builds or build_names()),
                        warmup=int(env.get("HARNESS_WARMUP", "2")),
                        repeats=int(env.get("HARNESS_REPEATS", str(DEFAULT_REPEATS))),
@@ -59,16 +84,23 @@ def config_from_env(env: dict[str, str] | None = None) -> SuiteConfig:
 
 
 def layer_ids(config: SuiteConfig) -> list[str]:
-    return [layer.id for layer in get_model(config.model)]
+    """Every model's layer ids, in table order: the first model's, then each next model's new
+    ones (asv's layer parameter is one list for all models; a model without a layer skips it)."""
+    return list(dict.fromkeys(layer.id for model in config.models for layer in get_model(model)))
 
 
-def measure_once(config: SuiteConfig) -> list[str]:
-    """The independent runs of every build on the device; their result files (asv's
-    setup_cache value)."""
+def measure_model(config: SuiteConfig, model: str) -> list[str]:
+    """The independent runs of every build of `model` on the device; their result files. The
+    nightly's confirmation calls it alone, to measure again only the model it doubts."""
     device = load_devices(config.devices_file).get(config.device)
-    plan = RunPlan(device.name, config.model, config.builds, config.warmup, config.repeats,
+    plan = RunPlan(device.name, model, config.builds, config.warmup, config.repeats,
                    config.runs, Path(config.devices_file) if config.devices_file else None)
     return [str(p) for p in measure_runs(plan, REPO)]
+
+
+def measure_once(config: SuiteConfig) -> dict[str, list[str]]:
+    """Every model's runs, model by model: {model: its result files} (asv's setup_cache value)."""
+    return {model: measure_model(config, model) for model in config.models}
 
 
 @functools.lru_cache(maxsize=16)
