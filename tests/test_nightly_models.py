@@ -255,5 +255,11 @@ def test_asv_files_each_model_under_its_own_parameter(scratch):
         assert missing is None or missing != missing, (model, lacking)  # skipped: null or NaN
 
 
-def test_one_report_page_per_model(scratch):
-    assert scratch.second.stdout.count("report written to") == len(TWO)
+def test_one_report_page_lists_the_models_side_by_side(scratch):
+    written = re.findall(r"report written to (\S+)", scratch.second.stdout)
+    assert len(written) == 1
+    page = Path(written[0])
+    text = page.read_text()
+    for model in TWO:  # a row per network, linking to that network's own page
+        assert f'data-model="{model}"' in text
+        assert (page.parent / model / "index.html").is_file()

@@ -318,7 +318,7 @@ def test_compare_and_report_take_a_model_list(result, second_network, tmp_path, 
     networks = open_page(page_path)
     assert networks.page.locator("table#networks tbody tr").count() == 2 and networks.errors == []
     assert main(["compare", commits[0], commits[3], "--models", "unet-tiny,nosuchnet"]) == 2
-    assert "unknown model nosuchnet" in capsys.readouterr().err
+    assert "unknown model 'nosuchnet'" in capsys.readouterr().err
 
 
 def test_screenshot_option_writes_a_png(result, tmp_path):

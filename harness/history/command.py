@@ -37,15 +37,13 @@ def add_significance_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def model_list(text: str) -> list[str]:
-    """--models a,b: known presets, each once, in the order given."""
-    from harness.model import PRESETS  # noqa: PLC0415 - light, but keep `--help` free of torch
+    """--models a,b as an argparse type: known presets, each once, in the order given."""
+    from harness.model import model_names  # noqa: PLC0415 - keep `--help` light
 
-    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
-    unknown = [n for n in names if n not in PRESETS]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(f"unknown model {', '.join(unknown) or repr(text)}; "
-                                         f"presets: {', '.join(PRESETS)}")
-    return names
+    try:
+        return model_names(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_selection_arguments(parser: argparse.ArgumentParser, many: bool = False) -> None:

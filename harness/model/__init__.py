@@ -39,5 +39,19 @@ def get_model(name: str) -> LayerTable:
     return build_layer_table(config)
 
 
-__all__ = ["PRESETS", "DEFAULT_MODEL", "get_model", "build_layer_table", "Layer", "LayerTable", "ModelConfig",
+def model_names(text: str) -> list[str]:
+    """A comma list of presets ("unet, mobilenet-v2"), each once, in the order given; one
+    UserError line naming what is wrong. --models, HARNESS_MODELS and the nightly share it."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UserError(f"no model given; known models: {', '.join(PRESETS)}")
+    unknown = [n for n in names if n not in PRESETS]
+    if unknown:
+        raise UserError(f"unknown model {', '.join(map(repr, unknown))}; known models: {', '.join(PRESETS)}")
+    if len(set(names)) != len(names):
+        raise UserError(f"a model is named twice in {','.join(names)}")
+    return names
+
+
+__all__ = ["PRESETS", "DEFAULT_MODEL", "get_model", "model_names", "build_layer_table", "Layer", "LayerTable", "ModelConfig",
            "UNetConfig", "ResNetConfig", "MobileNetV2Config", "SqueezeNetConfig", "ShuffleNetV2Config"]

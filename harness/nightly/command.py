@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import argparse
 
-from harness.history.command import add_significance_arguments
+from harness.history.command import add_significance_arguments, model_list
+from harness.model import DEFAULT_MODEL
 from harness.runs import DEFAULT_REPEATS, DEFAULT_RUNS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", default=None, metavar="A,B",
                         help="devices to run on (default: devices.yaml's default)")
-    parser.add_argument("--models", "--model", dest="models", default="unet", metavar="A,B",
+    parser.add_argument("--models", "--model", dest="models", type=model_list, default=[DEFAULT_MODEL], metavar="A,B",
                         help="model presets, each judged on its own history (default unet; "
                              "--model is the older spelling)")
     parser.add_argument("--builds", default=None, metavar="A,B", help="builds (default: every registered build)")

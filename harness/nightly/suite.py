@@ -31,8 +31,7 @@ from typing import Any, Mapping
 
 from harness.builds import build_names, check_build_names
 from harness.devices import load_devices
-from harness.errors import UserError
-from harness.model import DEFAULT_MODEL, PRESETS, get_model
+from harness.model import DEFAULT_MODEL, get_model, model_names
 from harness.results.store import load_result
 from harness.runs import DEFAULT_REPEATS, DEFAULT_RUNS, RunPlan, measure_runs
 
@@ -55,20 +54,9 @@ def names(text: str) -> list[str]:
     return [n.strip() for n in text.split(",") if n.strip()]
 
 
-def check_model_names(models: list[str]) -> list[str]:
-    """`models`, each a preset of the model registry (get_model's UserError names a wrong one)."""
-    if not models:
-        raise UserError("no model given; known models: " + ", ".join(PRESETS))
-    for model in models:
-        get_model(model)
-    if len(set(models)) != len(models):
-        raise UserError(f"a model is named twice in {','.join(models)}")
-    return models
-
-
 def models_from_env(env: Mapping[str, str]) -> list[str]:
     """HARNESS_MODELS; else the older single HARNESS_MODEL; else DEFAULT_MODEL."""
-    return check_model_names(names(env.get("HARNESS_MODELS") or env.get("HARNESS_MODEL") or DEFAULT_MODEL))
+    return model_names(env.get("HARNESS_MODELS") or env.get("HARNESS_MODEL") or DEFAULT_MODEL)
 
 
 def config_from_env(env: Mapping[str, str] | None = None) -> SuiteConfig:
