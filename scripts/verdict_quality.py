@@ -25,8 +25,9 @@ from, as nightlies do. The campaign is --comparisons rounds of:
 Both are judged as `harness nightly` judges: against the session before, the baseline pooled
 over its level in the history, alpha split over the series, and any suspect series (a flag,
 or p < alpha as a series alone: Judgement.suspects) confirmed by a second session of the same
-code (and knob) pooled in (--no-confirm: not). A slowed layer counts as caught only if it was
-suspect after the first session and flagged with both.
+code (and knob) that judges the suspects alone, alpha split over them (--no-confirm: one
+session's verdict as it is). A slowed layer counts as caught only if it was suspect after the
+first session and flagged on the second.
 
 `--replay --out DIR` measures nothing: it judges DIR's stored sessions again with today's
 verdict code (the seed draws the same layers from the same medians) into DIR/replayed.json.
@@ -52,7 +53,7 @@ import pandas as pd  # noqa: E402
 
 from harness.builds import build_names, check_build_names  # noqa: E402
 from harness.history.compare import E2E, run_rows  # noqa: E402
-from harness.history.judging import judge_frames  # noqa: E402
+from harness.history.judging import confirmed_by, judge_frames, suspect_keys  # noqa: E402
 from harness.runner.testknob import ENV as KNOB  # noqa: E402
 from harness.history.verdict import MIN_LOOKBACK  # noqa: E402
 from harness.runs import DEFAULT_REPEATS, DEFAULT_RUNS, RunPlan, measure_runs  # noqa: E402
@@ -119,24 +120,25 @@ class Campaign:
 
     def judged(self, before: pd.DataFrame, knob: str | None = None) -> tuple[pd.DataFrame, Any, Any]:
         """(the session's rows, its judgement, its first session's judgement): suspects are
-        confirmed as the nightly does, by a second session of the same code (and knob) pooled in
-        (harness.nightly.nightly.confirm)."""
+        confirmed as the nightly does (harness.nightly.nightly.confirm), by a second session of
+        the same code (and knob) that judges them alone (judging.confirmed_by)."""
         current = self.session(knob)
         first = j = self.judge(before, current)
         if first.suspects and self.confirm:
             extra = self.session(knob, confirmation=True)
             if extra is not None:
-                current = pd.concat([current, extra.assign(commit=current["commit"].iloc[0])], ignore_index=True)
-                j = self.judge(before, current)
+                extra = extra.assign(commit=current["commit"].iloc[0])
+                j = confirmed_by(first, self.judge(before, extra, suspect_keys(first)))
+                current = pd.concat([current, extra], ignore_index=True)
                 self.confirmations += 1
         return current, j, first
 
     def keep(self, rows: pd.DataFrame) -> None:
         self.history = pd.concat([self.history, rows], ignore_index=True) if not self.history.empty else rows
 
-    def judge(self, before: pd.DataFrame, after: pd.DataFrame):
+    def judge(self, before: pd.DataFrame, after: pd.DataFrame, series=None):
         # as the nightly judges: the history is the ancestry, the baseline pooled over its level
-        return judge_frames("before", before, "after", after, self.history, pool_baseline=True)
+        return judge_frames("before", before, "after", after, self.history, pool_baseline=True, series=series)
 
 
 def judge_identical(c: Campaign, q: ModelQuality, before: pd.DataFrame, i: int, n: int) -> pd.DataFrame:

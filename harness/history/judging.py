@@ -40,6 +40,7 @@ class Judgement:
     adjusted: bool = False  # layers judged beyond their run's common shift (run_shifts)
     threshold: float = 0.05  # the verdict's settings, for the screen below
     alpha: float = 0.01
+    confirmed: int | None = None  # suspects judged again on a second session (confirmed_by)
 
     @property
     def regressions(self) -> list[Judged]:
@@ -51,8 +52,9 @@ class Judgement:
         threshold at p < alpha as a series judged alone would be (alpha not split over the
         series). Why: the split makes one session's verdict strict; a slowdown just under it
         (a +10 % layer with a session's three runs) is caught when a second session is pooled
-        in, but only if something asks for that session. Screening wide and confirming strict
-        is the two-stage design of a perf sheriff's alert and re-run."""
+        in, but only if something asks for that session. Screening wide and confirming on a
+        second session is the two-stage design of a perf sheriff's alert and re-run
+        (confirmed_by)."""
         return [j for j in self.judged if j.change.verdict == "slower"
                 or (j.change.effect >= self.threshold and j.change.p_value < self.alpha and j.change.ci_low > 1)]
 
@@ -278,6 +280,30 @@ def judge_frames(a_label: str, a: pd.DataFrame, b_label: str, b: pd.DataFrame,
         judged.append(Judged(*key, change, noise, len(pool)))
     return Judgement(a_label, b_label, judged, None, software_changes(_software(a), _software(b)), left_out,
                      centres is not None, threshold, alpha)
+
+
+def suspect_keys(judgement: Judgement) -> list[Key]:
+    return [(j.build, j.layer) for j in judgement.suspects]
+
+
+def confirmed_by(first: Judgement, second: Judgement) -> Judgement:
+    """The verdict after a confirmation session: `second` judged the first's suspects alone
+    (judge_frames(..., series=suspect_keys(first)), the new session against the same
+    baseline), so alpha was split over the suspects only, not over every series.
+
+    Why that keeps the false-alarm rate: the second session is independent of the first,
+    which only chose what to test, so the chance that any unchanged series passes both is at
+    most alpha (a discovery and a replication, as genome-wide studies confirm their hits).
+    Pooling both sessions instead would reuse the data that chose the suspects, and a
+    suspect is one whose first session ran high by chance. A suspect the second session
+    cannot judge (a busy session, a failed build) keeps its first verdict. The changes shown
+    for confirmed series are the second session's."""
+    if not second.judged:
+        return replace(first, busy_note="; ".join(filter(None, [first.busy_note, second.machine_note,
+                                                                 second.busy_note])) or None)
+    again = {(j.build, j.layer): j for j in second.judged}
+    judged = [again.get((j.build, j.layer), j) for j in first.judged]
+    return replace(first, judged=judged, confirmed=len(again))
 
 
 def moved_summary(judgement: Judgement) -> str:

@@ -27,7 +27,7 @@ from harness.errors import UserError
 from harness.history import Regression, load_history
 from harness.history.ancestry import nearest_measured_ancestor
 from harness.history.command import print_regressions
-from harness.history.judging import Judgement, judge_frames, machines, moved_summary
+from harness.history.judging import Judgement, Key, confirmed_by, judge_frames, machines, moved_summary, suspect_keys
 from harness.nightly import asvtool, suite
 from harness.results.document import git, git_commit
 
@@ -81,11 +81,13 @@ def _ancestors(head: str) -> set[str]:
     return set((git("rev-list", head, repo=asvtool.REPO) or "").split())
 
 
-def against_ancestor(history: pd.DataFrame, head: str, threshold: float,
-                     alpha: float) -> tuple[str | None, Judgement | None, list[str]]:
-    """(ancestor compared with, its judgement, notes) for HEAD's runs in `history`."""
+def against_ancestor(history: pd.DataFrame, head: str, threshold: float, alpha: float,
+                     series: list[Key] | None = None,
+                     files: set[str] | None = None) -> tuple[str | None, Judgement | None, list[str]]:
+    """(ancestor compared with, its judgement, notes) for HEAD's runs in `history`; only
+    those of `files` and only `series` when given (a confirmation session's suspects)."""
     ok = history[history["status"] == "ok"]
-    mine = ok[ok["commit"] == head]
+    mine = ok[(ok["commit"] == head) & (ok["file"].isin(files) if files is not None else True)]
     if mine.empty:
         raise UserError(f"the suite stored no result for commit {head[:12]}")
     here = machines(mine)
@@ -102,7 +104,7 @@ def against_ancestor(history: pd.DataFrame, head: str, threshold: float,
     lineage = _ancestors(head)
     past = same[same["commit"].isin(lineage) & (same["commit"] != head)]
     judgement = judge_frames(previous[:12], same[same["commit"] == previous], head[:12], mine,
-                             past, threshold, alpha, pool_baseline=True)
+                             past, threshold, alpha, pool_baseline=True, series=series)
     if judgement.busy_note:
         notes.append(judgement.busy_note)
     if judgement.software_notes:
@@ -111,24 +113,28 @@ def against_ancestor(history: pd.DataFrame, head: str, threshold: float,
 
 
 def confirm(args: argparse.Namespace, device: str, model: str, head: str, env: dict[str, str],
-            first: Judgement, console: Console) -> tuple[pd.DataFrame, str | None, Judgement | None, list[str]]:
-    """Measure HEAD in a second session and judge again with both pooled, as a perf sheriff
-    re-runs an alert before filing it (Chromium's Pinpoint). Asked for by any suspect series
-    (Judgement.suspects), not only by a flag. Why: a whole session can be hit at once (a
+            history: pd.DataFrame, first: Judgement,
+            console: Console) -> tuple[pd.DataFrame, Judgement, list[str]]:
+    """Measure HEAD in a second session and judge the first one's suspects on it alone, as a
+    perf sheriff re-runs an alert before filing it (Chromium's Pinpoint); any suspect series
+    asks (Judgement.suspects), not only a flag. Why: a whole session can be hit at once (a
     neighbour on the VM host, a clock change), moving several layers by 10-15 % where no
     run-to-run statistic can tell it from a change of the code; it does not happen twice in a
-    row, while a real change holds, and the pooled side has a smaller error. Only `model` is
-    measured again: the other models' verdicts stand on their own sessions."""
-    flagged, suspect = len(first.regressions), len(first.suspects)
-    console.print(f"nightly: {device} {model}: {flagged} series flagged, {suspect} suspect; measuring "
+    row, while a real change holds. The second session tests only the suspects, so alpha is
+    split over them, not over every series (judging.confirmed_by). Only `model` is measured
+    again: the other models' verdicts stand on their own sessions."""
+    flagged, suspects = len(first.regressions), suspect_keys(first)
+    console.print(f"nightly: {device} {model}: {flagged} series flagged, {len(suspects)} suspect; measuring "
                   f"{head[:12]} again to confirm", highlight=False)
+    before = set(history.loc[history["commit"] == head, "file"])
     suite.measure_model(suite.config_from_env({**os.environ, **env}), model)
     history = load_history(device, model)
-    previous, judgement, notes = against_ancestor(history, head, args.threshold, args.alpha)
-    still = len(judgement.regressions) if judgement is not None else 0
-    notes.append(f"confirmation: {flagged} series flagged and {suspect} suspect after one session of "
-                 f"{head[:12]}, {still} flagged with a second session pooled in")
-    return history, previous, judgement, notes
+    again = set(history.loc[history["commit"] == head, "file"]) - before
+    _, second, notes = against_ancestor(history, head, args.threshold, args.alpha, suspects, again)
+    judgement = confirmed_by(first, second) if second is not None else first
+    notes.append(f"confirmation: {flagged} series flagged and {len(suspects)} suspect after one session of "
+                 f"{head[:12]}; a second session, judging the suspects alone, flags {len(judgement.regressions)}")
+    return history, judgement, notes
 
 
 def _regressions(judgement: Judgement | None, head: str) -> list[Regression]:
@@ -167,7 +173,8 @@ def judge_model(args: argparse.Namespace, device: str, model: str, head: str, en
     history = load_history(device, model)
     previous, judgement, notes = against_ancestor(history, head, args.threshold, args.alpha)
     if judgement is not None and judgement.suspects and not args.no_confirm:
-        history, previous, judgement, notes = confirm(args, device, model, head, env, judgement, console)
+        history, judgement, more = confirm(args, device, model, head, env, history, judgement, console)
+        notes += more
     files = [Path(f) for f in history[history["commit"] == head]["file"].unique()]
     return DeviceOutcome(device, model, previous, _regressions(judgement, head), files, judgement, notes)
 
