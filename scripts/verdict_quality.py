@@ -31,6 +31,8 @@ first session and flagged on the second.
 
 `--replay --out DIR` measures nothing: it judges DIR's stored sessions again with today's
 verdict code (the seed draws the same layers from the same medians) into DIR/replayed.json.
+`--resume` does the same and then measures the rounds not stored yet (more --comparisons,
+or a campaign stopped early).
 
 This is a benchmark, not a test: it prints the figures and writes them, with every session's
 raw result files, under --out. `--comparisons 1 --fractions 0.5 --models unet-tiny --builds
@@ -91,8 +93,9 @@ class Campaign:
     """Sessions of one model, measured in order (or replayed from an earlier campaign's raw
     files: the same draws, judged by today's verdict code), with the history they build up."""
 
-    def __init__(self, plan: RunPlan, out: Path, replay: bool = False, confirm: bool = True):
+    def __init__(self, plan: RunPlan, out: Path, replay: bool = False, confirm: bool = True, resume: bool = False):
         self.plan, self.out, self.history, self.replay, self.confirm = plan, out, pd.DataFrame(), replay, confirm
+        self.resume = resume  # replay what is stored, then measure the sessions that are not
         self.count = 0
         self.confirmations = 0  # sessions measured again
 
@@ -102,6 +105,8 @@ class Campaign:
         None: a replayed confirmation that was never measured."""
         self.count += 1
         where = self.out / f"session{self.count:03d}"
+        if self.replay and self.resume and not where.exists():
+            self.replay = False  # past the stored campaign: measure from here on
         if self.replay:
             if (where / ROLE).is_file() and not confirmation:  # the original verdict asked for one
                 return self.session(knob)
@@ -237,10 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--replay", action="store_true",
                     help="measure nothing: judge the sessions stored under --out again, with the same "
                          "options and seed (after a change of the verdict code)")
+    ap.add_argument("--resume", action="store_true",
+                    help="judge the sessions stored under --out again, then measure the rest of the "
+                         "--comparisons rounds (a campaign stopped early, or more rounds)")
     args = ap.parse_args(argv)
     builds = check_build_names([b for b in (args.builds or "").split(",") if b] or build_names())
-    if args.replay and args.out is None:
-        ap.error("--replay needs --out: the campaign's folder")
+    if (args.replay or args.resume) and args.out is None:
+        ap.error("--replay and --resume need --out: the campaign's folder")
     out = args.out or Path(tempfile.mkdtemp(prefix="verdict-quality-"))
     fractions = [float(f) for f in args.fractions.split(",")]
     summary = []
@@ -249,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
               f"one layer each by {', '.join(f'+{f:.0%}' for f in fractions)} ({args.runs} runs a session)",
               flush=True)
         plan = RunPlan(args.device, model, builds, args.warmup, args.repeats, args.runs)
-        session_maker = Campaign(plan, out / model, args.replay, not args.no_confirm)
+        session_maker = Campaign(plan, out / model, args.replay or args.resume, not args.no_confirm, args.resume)
         q = ModelQuality(model, builds)
         campaign(session_maker, q, args.comparisons, fractions, args.seed, args.history)
         q.confirmations = session_maker.confirmations
