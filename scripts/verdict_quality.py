@@ -123,12 +123,14 @@ class Campaign:
         # Each session is a "commit" of its own: identical code, measured at another time.
         return run_rows(paths).assign(commit=f"session{self.count:03d}")
 
-    def judged(self, before: pd.DataFrame, knob: str | None = None) -> tuple[pd.DataFrame, Any, Any]:
-        """(the session's rows, its judgement, its first session's judgement): suspects are
-        confirmed as the nightly does (harness.nightly.nightly.confirm), by a second session of
-        the same code (and knob) that judges them alone (judging.confirmed_by)."""
+    def judged(self, before: pd.DataFrame, knob: str | None = None) -> tuple[pd.DataFrame, Any, Any, Any]:
+        """(the session's rows, its judgement, its first session's judgement, the confirmation
+        session's rows or None): suspects are confirmed as the nightly does
+        (harness.nightly.nightly.confirm), by a second session of the same code (and knob) that
+        judges them alone (judging.confirmed_by)."""
         current = self.session(knob)
         first = j = self.judge(before, current)
+        extra = None
         if first.suspects and self.confirm:
             extra = self.session(knob, confirmation=True)
             if extra is not None:
@@ -136,7 +138,7 @@ class Campaign:
                 j = confirmed_by(first, self.judge(before, extra, suspect_keys(first)))
                 current = pd.concat([current, extra], ignore_index=True)
                 self.confirmations += 1
-        return current, j, first
+        return current, j, first, extra
 
     def keep(self, rows: pd.DataFrame) -> None:
         self.history = pd.concat([self.history, rows], ignore_index=True) if not self.history.empty else rows
@@ -149,7 +151,7 @@ class Campaign:
 def judge_identical(c: Campaign, q: ModelQuality, before: pd.DataFrame, i: int, n: int) -> pd.DataFrame:
     """A session of the unchanged code, judged against the one before: any flag is a false alarm.
     It then joins the history, as a nightly's would."""
-    current, j, first = c.judged(before)
+    current, j, first, _ = c.judged(before)
     if j.machine_note:  # busy: nothing was judged, so this is no trial (and the session no history)
         q.not_judged += 1
         print(f"  identical code {i + 1}/{n}: not judged: {j.machine_note}", flush=True)
@@ -173,6 +175,23 @@ def layer_medians(rows: pd.DataFrame, build: str) -> dict[str, float]:
     return ok.groupby("layer")["median_ms"].median().to_dict()
 
 
+def single_layer_caught(c: Campaign, before: pd.DataFrame, first, extra: pd.DataFrame | None,
+                        key: tuple[str, str], knobs: dict[str, float]) -> bool:
+    """Would a nightly with only key's layer slowed have flagged it? Its first session's
+    suspects would be that layer's series and the chance ones of layers without a knob (the
+    other knobs' layers, and the end-to-end rows they move, are not there); the second
+    session judges just those, alpha split over them, as harness nightly does. Several knobs
+    share a session to keep the campaign within hours; this keeps each one a single-layer
+    trial, confirmation included."""
+    suspects = [k for k in suspect_keys(first) if k[1] == key[1] or (k[1] not in knobs and k[1] != E2E)]
+    if key not in suspects:
+        return False
+    if extra is None:  # --no-confirm (or a replayed campaign that stored no confirmation)
+        return key in {(r.build, r.layer) for r in first.regressions}
+    again = confirmed_by(first, c.judge(before, extra, suspects))
+    return key in {(r.build, r.layer) for r in again.regressions}
+
+
 def judge_slowed(c: Campaign, q: ModelQuality, before: pd.DataFrame, fractions: list[float],
                  rng: random.Random) -> None:
     """A session where len(fractions) distinct layers, drawn at random, each do real extra work
@@ -185,25 +204,21 @@ def judge_slowed(c: Campaign, q: ModelQuality, before: pd.DataFrame, fractions: 
     chosen = dict(zip(rng.sample(sorted(medians), len(fractions)), fractions))
     knob = ",".join(f"{layer}={medians[layer] * f:.6f}" for layer, f in chosen.items())
     name = f"session{c.count + 1:03d}"
-    _, j, first = c.judged(before, knob)
+    _, j, first, extra = c.judged(before, knob)
     if j.machine_note:
         q.not_judged += 1
         print(f"  slowed session not judged: {j.machine_note}", flush=True)
         return
     q.knobs[name] = chosen
-    # Several knobs share a session, and the larger ones always ask for a confirmation; a
-    # nightly with only this layer slowed would confirm only if this layer (or noise) were
-    # suspect, so a layer counts as caught only if it was suspect after the first session too.
-    suspect = {(r.build, r.layer) for r in first.suspects}
     flagged = {(r.build, r.layer) for r in j.regressions}
-    caught = {key for key in flagged if key in suspect or not c.confirm}
+    caught = {layer for layer in chosen if single_layer_caught(c, before, first, extra, (build, layer), chosen)}
     for layer, fraction in chosen.items():
-        q.sensitivity.setdefault(str(fraction), []).append((build, layer) in caught)
+        q.sensitivity.setdefault(str(fraction), []).append(layer in caught)
     # every build runs the knob's wait, so only layers without one can be false flags here
     # (the end-to-end row contains the slowed layers: its flag is a true one)
     others = sorted(f"{b} {layer}" for b, layer in flagged if layer not in chosen and layer != E2E)
     q.flagged_beside_knob += others
-    print("  slowed " + ", ".join(f"{layer} +{f:.0%} {'caught' if (build, layer) in caught else 'MISSED'}"
+    print("  slowed " + ", ".join(f"{layer} +{f:.0%} {'caught' if layer in caught else 'MISSED'}"
                                   for layer, f in chosen.items())
           + (f"; also flagged: {', '.join(others)}" if others else ""), flush=True)
 
