@@ -85,6 +85,14 @@ def test_the_probe_refuses_what_it_cannot_measure_in_one_line(real_cpu):
     assert no_fma.fp32 is None and no_fma.note.startswith("unknown: ") and "no FMA" in no_fma.note
 
 
+def test_a_broken_launcher_is_one_line_not_a_traceback(real_cpu, monkeypatch):
+    monkeypatch.setenv(LAUNCHER_ENV, "qemu-aarch64 -cpu 'cortex-a76")  # an unclosed quote
+    broken = measure_fma_peak(1)
+    assert broken.fp32 is None and broken.note.startswith(f"unknown: {LAUNCHER_ENV}=") and "not a command" in broken.note
+    monkeypatch.setenv(LAUNCHER_ENV, "/nonexistent/qemu")
+    assert "cannot run the probe" in read_clock(1).note
+
+
 @pytest.mark.parametrize("device_name,elf_class,machine", [("rasp5", "ELF64", "AArch64"), ("rasp3b", "ELF32", "ARM")])
 def test_the_probes_cross_compile_for_a_pi_as_arm_executables(tmp_path, device_name, elf_class, machine):
     """What an SSH run ships to a board of another arch: both probes, static ARM executables,

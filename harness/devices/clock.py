@@ -6,6 +6,11 @@ one. A chain of dependent integer adds retires one add per cycle on every core t
 targets (x86-64, Cortex-A53/A72/A76), so adds per second is the clock. One copy runs per core
 at once, giving the all-core clock that a multi-threaded kernel sees.
 
+Seconds are the copy's own CPU time (CLOCK_THREAD_CPUTIME_ID), not wall time: on a shared
+machine a copy descheduled for part of a run would otherwise read as a slow clock (here, with
+other jobs on the 2 cores, wall time said 1100-1350 MHz where CPU time said 4090-4170, the
+quiet machine's figure), and % of peak is now taken at this clock (peak_basis.py).
+
 Standard library only (this runs on devices too). The probe is compiled by the device's own C
 compiler if it builds for the device's arch, or cross-compiled by the host and shipped
 (PROBE_ENV); else the reading is None with the reason (harness/devices/cprobe.py does that,
@@ -22,7 +27,8 @@ _ADD = {"x86_64": "add $1, %0", "aarch64": "add %0, %0, #1", "armv7l": "add %0, 
 _SOURCE = r"""
 #include <stdio.h>
 #include <time.h>
-static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
+/* CPU time of this thread, not wall time: see the module docstring */
+static double now(void) { struct timespec t; clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
 int main(void) {
     unsigned long x = 0; const long iters = 4000000; double best = 1e9;
     for (int r = 0; r < 5; r++) {

@@ -102,9 +102,14 @@ def probe_binary(probe: CProbe) -> tuple[Path | None, str | None]:
     return exe, None
 
 
-def launcher() -> list[str]:
-    """The command an emulated board runs a probe binary through ([] elsewhere)."""
-    return shlex.split(os.environ.get(LAUNCHER_ENV, ""))
+def launcher() -> list[str] | str:
+    """The command an emulated board runs a probe binary through ([] elsewhere), or what is
+    wrong with it."""
+    text = os.environ.get(LAUNCHER_ENV, "")
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        return f"{LAUNCHER_ENV}={text!r} is not a command ({exc})"
 
 
 @dataclass(frozen=True)
@@ -118,7 +123,10 @@ def run_on_every_core(exe: Path, copies: int, args: tuple[str, ...] = (), timeou
     """Run `copies` copies of exe at once (one per core: the all-core figure a multi-threaded
     kernel sees) and collect their stdout. A copy that exits non-zero is the answer's error,
     with the first line it printed (the probes say there why they cannot measure)."""
-    command = [*launcher(), str(exe), *args]
+    prefix = launcher()
+    if isinstance(prefix, str):
+        return ProbeOutput(None, prefix)
+    command = [*prefix, str(exe), *args]
     try:
         procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
                  for _ in range(max(1, copies))]

@@ -6,6 +6,8 @@ FMA-bound kernel runs per core at once (the all-core figure a multi-threaded ker
 clock.py's); each copy grows its loop until one run lasts MIN_SECONDS, then times REPEATS
 runs. The record keeps those raw times; GFLOP/s is derived when read: copies x FLOPs per
 run / the slowest copy's best run (a multi-threaded kernel waits for its slowest thread).
+Times are each copy's own CPU time, as clock.py's: a copy descheduled by another job on a
+shared machine does not read as slow arithmetic.
 
 The kernel: twelve independent accumulator chains of vector FMAs (c = c x a + b), more than
 FMA latency x FMA pipes on every core the harness targets (4 x 2 on Zen 4/5, Intel big cores
@@ -44,7 +46,8 @@ _SOURCE = r"""
 #include <string.h>
 #include <time.h>
 
-static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
+/* CPU time of this thread, not wall time: see the module docstring */
+static double now(void) { struct timespec t; clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
 
 typedef double (*kernel_fn)(long long iters, float seed, double *sink);
 

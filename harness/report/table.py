@@ -61,9 +61,8 @@ def layer_table(doc: dict[str, Any]) -> Table:
     emulated = f"{EMULATED_LABEL} - " if dev.get("emulated") else ""
     int8 = " (GOP/s for int8 builds)" if any(rate_unit(b) == "GOP/s" for b in builds) else ""
     table = Table(title=f"{emulated}{doc['model']['name']} on {dev['name']} ({dev['cores']} cores, "
-                        f"peak {peaks_text(peak)} {peak_basis_text(doc)}) - GFLOP/s are effective "
-                        f"(direct-convolution FLOPs){int8}",
-                  title_justify="left")
+                        f"peak {peaks_text(peak)}) - GFLOP/s are effective (direct-convolution FLOPs){int8}",
+                  title_justify="left", caption=f"peak and %peak {peak_basis_text(doc)}", caption_justify="left")
     table.add_column("layer", no_wrap=True)
     table.add_column("op", no_wrap=True)
     table.add_column("MFLOP", justify="right", no_wrap=True)
