@@ -14,6 +14,7 @@ from harness.devices.config import Device
 from harness.devices.state import run_flags
 from harness.errors import UserError
 from harness.model.layers import LayerTable
+from harness.report.peak_check import peak_warnings
 from harness.results.document import new_document
 from harness.runner.measure import Settings
 from harness.runner.request import request_to_json
@@ -75,6 +76,7 @@ def measure_on(device: Device, table: LayerTable, builds: list[str], settings: S
     doc = new_document(device, table, output)
     # The state was collected on the device itself (the runner runs there), before and after.
     doc.update(run_flags(doc["system"]["before"], doc["system"]["after"], device.cores))
+    doc["warnings"] += peak_warnings(doc)  # a direct method above the peak: the file says so too
     return doc
 
 

@@ -26,14 +26,20 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
 def assert_derived_numbers_agree(doc: dict) -> None:
     """Every derived number in a result equals what the file's own raw numbers give: medians of
     its samples, GFLOP/s from its FLOPs, % of peak from its stored peak (never from a value
-    this machine would compute, which is what made a test fail on AVX-512 hosts)."""
+    this machine would compute, which is what made a test fail on AVX-512 hosts): the peak of
+    its recorded basis (device.peak), cores x that clock x FLOP/cycle."""
+    from harness.devices.peak_basis import basis_of  # noqa: PLC0415
+
     cores, freq, fpc = doc["device"]["cores"], doc["device"]["freq_ghz"], doc["device"]["flops_per_cycle"]
     for dtype, peak in doc["device"]["peak_gflops"].items():
         assert peak == pytest.approx(cores * freq * fpc[dtype], rel=1e-12)
+    basis = basis_of(doc)
+    for dtype, peak in basis.gflops.items():
+        assert peak == pytest.approx(cores * basis.clock_mhz / 1000 * fpc[dtype], rel=1e-12)
     for build in doc["builds"]:
         if build["status"] != "ok":
             continue
-        peak = doc["device"]["peak_gflops"][build["peak_dtype"]]
+        peak = basis.gflops[build["peak_dtype"]]
         assert build["e2e"]["median_ms"] == pytest.approx(statistics.median(build["e2e"]["samples_ms"]))
         for layer in build["layers"]:
             median = statistics.median(layer["samples_ms"])

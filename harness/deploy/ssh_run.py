@@ -35,7 +35,6 @@ from harness.runner.request import REFERENCE_FILE, request_to_json
 
 Progress = Callable[[str, str, int, int], None]
 EXIT_RUNNER_ERROR = 3  # harness.runner.__main__.EXIT_ERROR
-CLOCK_PROBE = "clock-probe"
 
 
 @dataclass
@@ -44,7 +43,9 @@ class Staged:
     artifacts: dict[str, list[Path]]  # build -> files, under root/<build>/
     root: Path
     reference: Path  # the fp32 reference output, .npy
-    clock_probe: Path | None = None  # the clock probe cross-compiled for the device, if it is foreign
+    # The device probes (clock, FMA) cross-compiled for a foreign device: the probe's environment
+    # variable -> its binary, shipped beside the request and named to the runner by that variable.
+    probes: dict[str, Path] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # build -> why its export failed
 
     def runnable(self, builds: list[str]) -> list[str]:
@@ -95,25 +96,33 @@ def stage(device: Device, table: LayerTable, builds: list[str], options: dict[st
             artifacts[name] = [] if skip else build.export(ctx, build_dir)
         except Exception as exc:  # noqa: BLE001 - recorded as this build's failure, the run goes on
             failed[name] = f"exporting for device {device.name!r} failed: {type(exc).__name__}: {exc}"
-    return Staged(write_harness_zip(out_dir), artifacts, root, reference, cross_clock_probe(device, out_dir), failed)
+    return Staged(write_harness_zip(out_dir), artifacts, root, reference, failed=failed,
+                  probes=cross_probes(device, out_dir))
 
 
-def cross_clock_probe(device: Device, out_dir: Path) -> Path | None:
-    """The clock probe built by the device's cross compiler (static: no libc to match), for a
-    device of another arch; None where there is no cross compiler (the device then compiles it
-    itself, or records why its clock is unknown)."""
+def cross_probes(device: Device, out_dir: Path) -> dict[str, Path]:
+    """The device probes (clock, FMA) built by the device's cross compiler (static: no libc to
+    match), for a device of another arch: {environment variable: binary}. Empty where there is
+    no cross compiler; the device then compiles them itself, or records why its clock and FMA
+    throughput are unknown."""
     import platform  # noqa: PLC0415
     import shutil  # noqa: PLC0415
 
-    from harness.devices.clock import compile_probe  # noqa: PLC0415
+    from harness.devices.clock import CLOCK_PROBE  # noqa: PLC0415
+    from harness.devices.cprobe import compile_probe  # noqa: PLC0415
+    from harness.devices.fma import FMA_PROBE  # noqa: PLC0415
 
     if device.arch == platform.machine() or not device.cross_compiler:
-        return None
+        return {}
     cc = device.cross_compiler.removesuffix("g++") + "gcc"
     if shutil.which(cc) is None:
-        return None
-    exe = out_dir / "clock-probe"
-    return exe if compile_probe(cc, device.arch, exe, static=True) is None else None
+        return {}
+    built = {}
+    for probe in (CLOCK_PROBE, FMA_PROBE):
+        exe = out_dir / probe.shipped_name
+        if compile_probe(probe, cc, device.arch, exe, static=True) is None:
+            built[probe.env] = exe
+    return built
 
 
 def cache_name(local: Path) -> str:
@@ -180,10 +189,10 @@ def upload_run(s: SSHSession, staged: Staged, run_dir: str, request: dict[str, A
                         s.sftp.symlink(t, posixpath.join(run_dir, "artifacts", b, r)))
     ref = upload_cached(s, staged.reference, cache, log)
     s.sftp_call(f"link {REFERENCE_FILE}", lambda: s.sftp.symlink(ref, posixpath.join(run_dir, REFERENCE_FILE)))
-    if staged.clock_probe is not None:
-        probe = upload_cached(s, staged.clock_probe, cache, log)
-        s.sftp_call("chmod clock-probe", lambda: s.sftp.chmod(probe, 0o755))
-        s.sftp_call("link clock-probe", lambda: s.sftp.symlink(probe, posixpath.join(run_dir, CLOCK_PROBE)))
+    for exe in staged.probes.values():
+        probe = upload_cached(s, exe, cache, log)
+        s.sftp_call(f"chmod {exe.name}", lambda p=probe: s.sftp.chmod(p, 0o755))
+        s.sftp_call(f"link {exe.name}", lambda p=probe, e=exe: s.sftp.symlink(p, posixpath.join(run_dir, e.name)))
     body = json.dumps(request).encode()
     s.sftp_call("upload request.json", lambda: s.sftp.putfo(io.BytesIO(body), posixpath.join(run_dir, "request.json")))
     return harness
@@ -203,14 +212,13 @@ def fetch_json(s: SSHSession, path: str) -> dict[str, Any]:
     return doc
 
 
-def execute(s: SSHSession, run_dir: str, harness_zip: str, progress: Progress, clock_probe: bool = False
-            ) -> dict[str, Any]:
-    from harness.devices.clock import PROBE_ENV  # noqa: PLC0415
-
+def execute(s: SSHSession, run_dir: str, harness_zip: str, progress: Progress,
+            probes: dict[str, Path] | None = None) -> dict[str, Any]:
+    """Run the on-device runner; `probes` (environment variable -> shipped binary) are named to
+    it by their variables, as links in the run directory."""
     out = RunnerOutput(progress)
-    env = {"PYTHONPATH": harness_zip}
-    if clock_probe:
-        env[PROBE_ENV] = posixpath.join(run_dir, CLOCK_PROBE)
+    env = {"PYTHONPATH": harness_zip,
+           **{var: posixpath.join(run_dir, exe.name) for var, exe in (probes or {}).items()}}
     result = s.run([s.device.python, "-m", "harness.runner", "--request", "request.json",
                     "--output", "result.json"], cwd=run_dir, env=env,
                    on_stderr_line=out, check=False)
@@ -239,7 +247,7 @@ def run_over_ssh(device: Device, table: LayerTable, builds: list[str], settings:
         claim = claim_run_dir(s, run_dir)
         try:
             harness_zip = upload_run(s, staged, run_dir, request, log)
-            output = execute(s, run_dir, harness_zip, progress, staged.clock_probe is not None)
+            output = execute(s, run_dir, harness_zip, progress, staged.probes)
             return staged.with_failed(output, builds)
         finally:
             cleanup(s, run_dir)

@@ -79,8 +79,10 @@ class Device:
                 "cores": self.cores, "freq_ghz": self.freq_ghz, "isa": list(self.isa),
                 "transport": self.transport, "flops_per_cycle": dict(self.flops_per_cycle),
                 "fp16_arithmetic": self.fp16_arithmetic,
-                # Unrounded: % of peak is computed from these very numbers, and a reader who
-                # recomputes it from the file must get the same value.
+                # The theoretical peak at the NOMINAL clock. % of peak is a share of the
+                # result's device.peak (harness/devices/peak_basis.py): these very numbers
+                # (unrounded, so a reader who recomputes it gets the same value) when the clock
+                # is pinned, the same FLOP/cycle at the measured clock when it is not.
                 "peak_gflops": dict(self.peak_gflops),
                 "emulated": self.emulated}
 

@@ -222,12 +222,16 @@ def midr(cpu: BoardCPU) -> int:
 def wrapper_text(qemu: str, cpu: BoardCPU, rootfs: Path) -> str:
     import shlex  # noqa: PLC0415
 
+    from harness.devices.cprobe import LAUNCHER_ENV  # noqa: PLC0415
+
+    emulator = f"{shlex.quote(qemu)} -cpu {shlex.quote(cpu.qemu_cpu or cpu.name)} -L {shlex.quote(str(rootfs))}"
     # tvm_ffi would otherwise import torch and JIT a C extension with the host's x86 cc on every
-    # `import tvm` (2+ minutes under qemu, and it fails anyway).
+    # `import tvm` (2+ minutes under qemu, and it fails anyway). Without binfmt_misc the board's
+    # processes cannot exec its probe binaries (clock, FMA): the launcher runs them under qemu.
     return ("#!/bin/sh\n# The emulated board's python (harness devices emulate).\n"
             "export TVM_FFI_DISABLE_TORCH_C_DLPACK=1\n"
-            f"exec {shlex.quote(qemu)} -cpu {shlex.quote(cpu.qemu_cpu or cpu.name)} -L {shlex.quote(str(rootfs))} "
-            f"{shlex.quote(str(rootfs / 'usr' / 'bin' / 'python3'))} \"$@\"\n")
+            f"export {LAUNCHER_ENV}={shlex.quote(emulator)}\n"
+            f"exec {emulator} {shlex.quote(str(rootfs / 'usr' / 'bin' / 'python3'))} \"$@\"\n")
 
 
 def _write_new(path: Path, text: str, mode: int = 0o644) -> None:
@@ -260,7 +264,7 @@ def make_board(board_dir: Path, cpu: BoardCPU, torch: bool, log: Log) -> Board:
     base = build_base(board_dir, log)
     board = Board(board_dir / f"{cpu.name}{'' if torch else '-notorch'}", cpu, torch)
     if (tmp := fresh_copy(base, board)) is None:
-        return board
+        return refresh_wrapper(board, check_host_tools()["qemu-aarch64"])
     rootfs = tmp / "rootfs"
     site = site_dir(rootfs)
     if not torch:
@@ -272,6 +276,15 @@ def make_board(board_dir: Path, cpu: BoardCPU, torch: bool, log: Log) -> Board:
         _write_new(rootfs / "sys" / "devices" / "system" / "cpu" / f"cpu{i}" / "regs" / "identification" / "midr_el1",
                    f"0x{midr(cpu):016x}\n")
     return install_board(tmp, board, base, check_host_tools()["qemu-aarch64"], log)
+
+
+def refresh_wrapper(board: Board, qemu: str) -> Board:
+    """A board built by an older harness gets the current python wrapper (what it exports to
+    the board's processes may have grown, e.g. the probe launcher)."""
+    text = wrapper_text(qemu, board.cpu, board.rootfs)
+    if board.python.read_text() != text:
+        _write_new(board.python, text, 0o755)
+    return board
 
 
 def install_board(tmp: Path, board: Board, base: Path, qemu: str, log: Log) -> Board:
@@ -456,7 +469,7 @@ def make_armv7_board(board_dir: Path, log: Log) -> Board:
     base = build_armv7_base(board_dir, runtime, log)
     board = Board(board_dir / "pi3-armv7", ARMV7_CPU, False, "armv7l")
     if (tmp := fresh_copy(base, board)) is None:
-        return board
+        return refresh_wrapper(board, str(shutil.which("qemu-arm")))
     rootfs = tmp / "rootfs"
     _write_new(rootfs / "proc" / "cpuinfo", armv7_cpuinfo_text(ARMV7_CPU, host_cores()))
     _write_new(rootfs / "proc" / "device-tree" / "model", ARMV7_CPU.model + "\x00")

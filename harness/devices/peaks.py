@@ -1,5 +1,9 @@
 """Arithmetic peaks: cores x GHz x FLOP/cycle/core, and detection of the host's own values.
 
+These are theoretical figures at a given clock. Which clock a run's % of peak uses is
+peak_basis.py's (the measured one where the clock is not pinned); what the FMA units really
+deliver is measured by fma.py and recorded beside them.
+
 FLOP/cycle/core counts a fused multiply-add as two FLOPs, over all SIMD FMA pipes:
 - Cortex-A53 and A72: one 128-bit NEON FMA per cycle = 8 fp32; no fp16 arithmetic.
 - Cortex-A76 (Pi 5): two 128-bit FMA pipes = 16 fp32, and 32 fp16 (ARMv8.2 FP16 arithmetic).

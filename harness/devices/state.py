@@ -13,6 +13,7 @@ import subprocess
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from harness.devices.peak_basis import clock_pinned
 from harness.devices.peaks import cpuinfo_path, read_cpufreq
 
 
@@ -26,8 +27,10 @@ class DeviceState:
     throttled: str | None  # vcgencmd get_throttled bits, e.g. "0x0"; None off a Pi
     load_1m: float
     load_5m: float
-    # All-core clock measured by harness/devices/clock.py, only where the OS cannot report it
-    # (no cpufreq: VMs, where "cpu MHz" is a nominal constant).
+    # All-core clock measured by harness/devices/clock.py wherever the clock is not pinned: in
+    # a VM without cpufreq "cpu MHz" is a nominal constant, and under a governor that scales
+    # the frequency the idle reading says nothing of the clock under load. % of peak is then a
+    # share of the peak at this clock (harness/devices/peak_basis.py).
     clock_mhz_measured: float | None = None
     clock_note: str | None = None  # why there is no measured clock ("unknown: ..."), or its probe
     # Raw CPU-time counters (seconds): the machine's busy and total time over all cores from
@@ -102,9 +105,9 @@ def collect_throttled() -> str | None:
     return vc.split("=")[1] if vc and "=" in vc else None
 
 
-def collect_measured_clock(freq_source: str | None) -> tuple[float | None, str | None]:
-    if freq_source == "cpufreq":
-        return None, None  # the kernel knows the real clock; no need to burn the cores measuring it
+def collect_measured_clock(pinned: bool) -> tuple[float | None, str | None]:
+    if pinned:
+        return None, None  # the clock cannot move: no need to burn the cores measuring it
     from harness.devices.clock import read_clock  # noqa: PLC0415
 
     reading = read_clock(len(_cpus()))
@@ -144,9 +147,10 @@ def other_cpu_share(before: dict[str, Any], after: dict[str, Any] | None) -> flo
 def collect_state() -> DeviceState:
     freq, source = collect_frequency()
     load1, load5, _ = os.getloadavg()
-    clock, clock_note = collect_measured_clock(source)
-    return DeviceState(governor=collect_governor(), freq_mhz=freq, freq_source=source,
-                       freq_fixed=collect_freq_fixed(), temp_c=collect_temperature(),
+    governor, fixed = collect_governor(), collect_freq_fixed()
+    clock, clock_note = collect_measured_clock(clock_pinned({"governor": governor, "freq_fixed": fixed}))
+    return DeviceState(governor=governor, freq_mhz=freq, freq_source=source,
+                       freq_fixed=fixed, temp_c=collect_temperature(),
                        throttled=collect_throttled(), load_1m=load1, load_5m=load5,
                        clock_mhz_measured=clock, clock_note=clock_note,
                        cpu_seconds=collect_cpu_seconds())

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jinja2
 
 from harness.devices.config import EMULATED_LABEL
+from harness.devices.peak_basis import NOMINAL_CLOCK
 from harness.history import Regression
 from harness.report import speedup as speedup_mod
 from harness.report.compare import Comparison
@@ -55,10 +56,53 @@ STATE_FIELDS = (
 )
 
 
-def state_rows(system: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(field, before, after) for the device-state table; 'n/a' where not recorded."""
-    return [(label, show(system.get("before")), show(system.get("after")) if system.get("after") else "not recorded")
+QEMU_NOTE = " (under qemu-user: not a Pi's)"
+
+
+def state_rows(system: dict[str, Any], emulated: bool = False) -> list[tuple[str, str, str]]:
+    """(field, before, after) for the device-state table; 'n/a' where not recorded. On an
+    emulated board the measured clock is qemu's, and the row says so."""
+    def show_field(label: str, show: Callable[[dict[str, Any] | None], str], state: dict[str, Any] | None) -> str:
+        text = show(state)
+        return text + QEMU_NOTE if emulated and label == "clock (measured)" and text != "n/a" else text
+
+    return [(label, show_field(label, show, system.get("before")),
+             show_field(label, show, system.get("after")) if system.get("after") else "not recorded")
             for label, show in STATE_FIELDS]
+
+
+@dataclass(frozen=True)
+class PeakRow:
+    label: str
+    id: str
+    text: str
+    title: str = ""  # shown on hover: why, in full
+
+
+def peak_rows(view: RunView) -> list[PeakRow]:
+    """The Device card's compute rows: the peak % of peak is a share of (with its basis), the
+    nominal clock's where that differs, and the measured FMA throughput beside them."""
+    dev, basis = view.doc["device"], view.peak_basis
+    fpc = dev["flops_per_cycle"]["fp32"]
+    rows = [PeakRow("peak (basis of % peak)", "peaks",
+                    f"{peaks_text(basis.gflops)} at the {basis.basis}: {dev['cores']} cores x "
+                    f"{basis.clock_mhz:.0f} MHz x {fpc} fp32 FLOP/cycle", basis.reason)]
+    if basis.basis != NOMINAL_CLOCK:
+        rows.append(PeakRow("peak at the nominal clock", "peak-nominal",
+                            f"{peaks_text(dev['peak_gflops'])} at {1000 * dev['freq_ghz']:.0f} MHz (not used for % peak)"))
+    rows.append(PeakRow("FMA throughput (measured)", "fma-peak", fma_text(view, basis.gflops["fp32"])))
+    return rows
+
+
+def fma_text(view: RunView, peak_fp32: float) -> str:
+    record = view.doc["system"].get("fma_peak")
+    fma = view.fma_gflops
+    if fma is None:
+        return f"not measured: {record['note']}" if record else "not measured in this result"
+    text = f"{fma['fp32']:.1f} GFLOP/s fp32 ({100 * fma['fp32'] / peak_fp32:.0f}% of the peak)"
+    text += f", {fma['fp16']:.1f} fp16" if fma["fp16"] else "; fp16 is computed in fp32 (no fp16 arithmetic)"
+    text += f": the achievable ceiling, {record['fp32']['kernel']} on every core"
+    return text + QEMU_NOTE if view.doc["device"].get("emulated") else text
 
 
 @functools.lru_cache(maxsize=1)
@@ -67,7 +111,7 @@ def environment() -> jinja2.Environment:
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
     env.globals.update(num=num, state_rows=state_rows, marks=MARKS, emulated_label=EMULATED_LABEL,
-                       peaks_text=peaks_text)
+                       peaks_text=peaks_text, peak_rows=peak_rows)
     return env
 
 

@@ -41,6 +41,23 @@ def _peaks(view: RunView) -> dict[str, float]:
     return {b.record.get("peak_dtype") or "fp32": b.peak for b in view.ok_builds}
 
 
+def _basis_label(view: RunView) -> str:
+    """'at the measured clock, 4028 MHz': the clock the drawn peaks assume."""
+    return f"at the {view.peak_basis.basis}, {view.peak_basis.clock_mhz:.0f} MHz"
+
+
+def _fma_ceiling(view: RunView, dtype: str) -> tuple[float, str] | None:
+    """The measured FMA throughput for `dtype`'s ceiling, and its label; None without one.
+    fp16 without fp16 arithmetic is computed in fp32, so its ceiling is fp32's; int8 has no FMA."""
+    fma = view.fma_gflops
+    if fma is None or dtype == "int8":
+        return None
+    measured = fma.get(dtype) or fma["fp32"]
+    shown = dtype if fma.get(dtype) else "fp32"
+    qemu = " (under qemu-user: not a Pi's)" if view.doc["device"].get("emulated") else ""
+    return measured, f"achievable: measured FMA throughput {measured:.1f} GFLOP/s {shown}{qemu}"
+
+
 def gflops_by_layer(view: RunView) -> Figure:
     rows = view.rows
     fig = Figure(figsize=(max(8.0, 0.35 * len(rows) + 3), 4.8))
@@ -55,7 +72,7 @@ def gflops_by_layer(view: RunView) -> Figure:
     for dtype, peak in _peaks(view).items():
         ax.axhline(peak, color="black", linestyle="--", linewidth=1)
         unit = "GOP/s" if dtype == "int8" else "GFLOP/s"
-        ax.annotate(f"device peak {dtype} {peak:.1f} {unit} (direct convolution)", (0, peak),
+        ax.annotate(f"device peak {dtype} {peak:.1f} {unit} {_basis_label(view)} (direct convolution)", (0, peak),
                     xytext=(2, 3), textcoords="offset points", fontsize=8)
     ax.set_yscale("log")
     ax.set_ylim(top=top * 2)
@@ -71,8 +88,10 @@ def gflops_by_layer(view: RunView) -> Figure:
 def roofline(view: RunView) -> Figure:
     fig = Figure(figsize=(8.5, 6))
     ax = fig.add_subplot()
-    peak = max(_peaks(view).values(), default=view.doc["device"]["peak_gflops"]["fp32"])
+    peak_dtype, peak = max(_peaks(view).items(), key=lambda kv: kv[1],
+                           default=("fp32", view.peak_basis.gflops["fp32"]))
     bw = view.bandwidth_gb_s
+    fma = _fma_ceiling(view, peak_dtype)
     points_x: list[float] = []
     points_y: list[float] = []
     for i, build in enumerate(view.ok_builds):
@@ -95,14 +114,17 @@ def roofline(view: RunView) -> Figure:
     hi = max(points_x + [peak / bw if bw else 1.0]) * 2
     grid = np.geomspace(lo, hi, 200)
     ax.plot(grid, np.full_like(grid, peak), "k-", linewidth=1.5,
-            label=f"compute ceiling: device peak {peak:.1f} GFLOP/s")
+            label=f"compute ceiling: device peak {peak:.1f} GFLOP/s {peak_dtype} {_basis_label(view)}")
+    if fma:
+        ax.plot(grid, np.full_like(grid, fma[0]), "k-.", linewidth=1, label=fma[1])
     if bw:
         ax.plot(grid, bw * grid, "k:", linewidth=1.5,
                 label=f"memory ceiling: measured {bw:.1f} GB/s x FLOP/byte")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(lo, hi)
-    ax.set_ylim(bottom=min(points_y + [peak]) / 3, top=max(points_y + [peak]) * 3)
+    ceilings = [peak] + ([fma[0]] if fma else [])
+    ax.set_ylim(bottom=min(points_y + ceilings) / 3, top=max(points_y + ceilings) * 3)
     ax.set_xlabel("arithmetic intensity (layer FLOPs / bytes moved)")
     ax.set_ylabel("GFLOP/s (effective)")
     ax.set_title("Roofline: one point per layer and build (ringed: above the peak)")

@@ -13,7 +13,11 @@ from typing import Any, Iterable
 import numpy as np
 
 from harness.devices.bandwidth import bandwidth_gb_s
+from harness.devices.fma import fma_gflops
+from harness.devices.peak_basis import PeakBasis, basis_of, pct_peak_gflops
 from harness.errors import UserError
+# fast_algorithm moved to algorithms.py (the run's warnings need it too); still importable from here
+from harness.report.algorithms import DIRECT_KERNELS, FAST_ALGORITHMS, fast_algorithm  # noqa: F401
 from harness.report.speedup import Speedup, speedup
 from harness.report.table import rate_unit, run_warnings
 from harness.results.store import load_result
@@ -21,32 +25,6 @@ from harness.runner.stats import Summary, summarize
 
 DEFAULT_BASELINE = "caffe2-nnpack"
 MARKS = 3  # how many layers get the "slowest" and the "most improved" marks, per build
-
-# Substrings of a layer's impl (or, for 3x3 convolutions, of the build's name) that name a fast
-# algorithm; the first match wins. NNPACK's own names: wt8x8 = Winograd F(6x6, 3x3),
-# ft8x8 / ft16x16 = FFT.
-FAST_ALGORITHMS = (("wt8x8", "Winograd"), ("winograd", "Winograd"),
-                   ("ft8x8", "FFT"), ("ft16x16", "FFT"), ("fft", "FFT"),
-                   ("nnpack:auto", "NNPACK auto (may pick Winograd or FFT)"))
-# Impl labels that name a direct method: never credited with a fast algorithm by the build's name.
-DIRECT_KERNELS = ("direct", "aten", "nnpack:implicit_gemm", "nnpack:direct", "tvm:depthwise", "tvm:grouped")
-
-
-def fast_algorithm(build: str, layer: dict[str, Any]) -> str | None:
-    """The fast algorithm behind a layer's time, if any: its GFLOP/s are then effective."""
-    if layer["op"] != "conv2d":
-        return None
-    impl = layer["impl"].lower()
-    for key, name in FAST_ALGORITHMS:
-        if key in impl:
-            return name
-    if impl.startswith(DIRECT_KERNELS):  # e.g. fp16-winograd's direct fallback for a depthwise 3x3
-        return None
-    if layer.get("kernel") == [3, 3]:
-        for key, name in FAST_ALGORITHMS:
-            if key in build.lower():
-                return name
-    return None
 
 
 @dataclass
@@ -154,6 +132,16 @@ class RunView:
         return bandwidth_gb_s(self.doc["system"])
 
     @property
+    def peak_basis(self) -> PeakBasis:
+        """The peak % of peak is a share of (the newest file's), and its basis."""
+        return basis_of(self.doc)
+
+    @property
+    def fma_gflops(self) -> dict[str, float | None] | None:
+        """The measured all-core FMA throughput (the achievable ceiling), if the file has it."""
+        return fma_gflops(self.doc["system"])
+
+    @property
     def above_peak(self) -> list[tuple[str, LayerRow, Cell]]:
         return [(b, row, c) for row in self.rows for b, c in row.cells.items() if c.above_peak]
 
@@ -179,7 +167,7 @@ def _build_runs(sources: list[Source]) -> tuple[list[BuildRun], list[str]]:
     runs: dict[str, BuildRun] = {}
     notes = []
     for src in sources:
-        peaks = src.doc["device"]["peak_gflops"]
+        peaks = pct_peak_gflops(src.doc)  # the peak its pct_peak is a share of, with its basis
         for record in src.doc["builds"]:
             if record["name"] in runs:
                 notes.append(f"build {record['name']}: {runs[record['name']].source.path.name} is "

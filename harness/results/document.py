@@ -7,6 +7,7 @@ from typing import Any
 
 from harness import __version__
 from harness.devices.config import Device
+from harness.devices.peak_basis import apply_basis
 from harness.model.layers import LayerTable
 from harness.results import fingerprint
 from harness.results.store import SCHEMA_VERSION, new_run_id
@@ -46,7 +47,9 @@ def new_document(device: Device, table: LayerTable, run_output: dict[str, Any],
     # The runner collects the fingerprint on the device; a farm board runs no harness code.
     found = run_output.get("fingerprint") or fingerprint.from_config(device)
     created = utc_now()
-    return {"schema_version": SCHEMA_VERSION, "created_utc": created, "run_id": new_run_id(created), "complete": True,
-            "harness": {"commit": sha, "dirty": dirty, "version": __version__},
-            "device": device.summary(), "model": model_block(table), **run_output,
-            "fingerprint": fingerprint.with_tuning(found, device.name, TUNING_DIR)}
+    doc = {"schema_version": SCHEMA_VERSION, "created_utc": created, "run_id": new_run_id(created), "complete": True,
+           "harness": {"commit": sha, "dirty": dirty, "version": __version__},
+           "device": device.summary(), "model": model_block(table), **run_output,
+           "fingerprint": fingerprint.with_tuning(found, device.name, TUNING_DIR)}
+    apply_basis(doc)  # device.peak, and every pct_peak a share of it (harness/devices/peak_basis.py)
+    return doc

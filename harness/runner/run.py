@@ -21,6 +21,7 @@ from harness.builds import NEEDS_TORCH, PROCESS_ENV, get_build
 from harness.builds.base import Build, BuildContext, relative_error
 from harness.devices.bandwidth import measure_memory_bandwidth
 from harness.devices.config import Device
+from harness.devices.fma import measure_fma_peak
 from harness.devices.state import collect_state
 from harness.model.layers import LayerTable
 from harness.model.weights import make_input, make_weights
@@ -202,9 +203,13 @@ def run(req: RunRequest, progress: Progress | None = None, request_file: Path | 
                       else in_process_record(name, req, weights, x, ref, progress))
             progress(name, record["status"], 0, 0)
             builds.append(record)
+    after = collect_state()
     return {"started_utc": started,
-            "system": {"before": before.to_json(), "after": collect_state().to_json(),
-                       "memory_bandwidth": measure_memory_bandwidth(req.device.cores)},  # roofline ceiling
+            # The ceilings are measured after the builds (and after the state they ran in):
+            # their load never falls on a build's timings.
+            "system": {"before": before.to_json(), "after": after.to_json(),
+                       "memory_bandwidth": measure_memory_bandwidth(req.device.cores),  # roofline memory ceiling
+                       "fma_peak": measure_fma_peak(req.device.cores).to_json()},  # achievable compute ceiling
             "environment": environment(allocator),
             # after the builds ran, so the versions of the libraries they imported are known
             "fingerprint": collect_fingerprint(req.device, {"allocator": describe_allocator(allocator)}),
