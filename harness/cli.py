@@ -293,7 +293,7 @@ def make_parser() -> argparse.ArgumentParser:
     tune.add_argument("--restart", action="store_true",
                       help="forget this model's earlier measurements and search again")
     tune.add_argument("--tuning-dir", type=Path, default=None, metavar="DIR",
-                      help="where the databases go, DIR/<device>/ (default: tuning/)")
+                      help="where the databases go, DIR/<device>/<cpu-key>/ (default: tuning/)")
     tune.set_defaults(func=cmd_tune)
 
     devices = sub.add_parser("devices", help="inspect devices")

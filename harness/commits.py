@@ -28,7 +28,7 @@ from harness.history.judging import judge_frames
 from harness.history.verdict import RunChange
 from harness.report.inputs import commit_range, resolve_commit
 from harness.results import fingerprint
-from harness.results.document import REPO, TUNING_DIR, git
+from harness.results.document import REPO, git
 from harness.results.store import RESULTS_DIR
 from harness.runs import RunPlan, measure_runs
 
@@ -74,7 +74,7 @@ def _fill_fingerprint(paths: list[Path], device: Device) -> None:
     for path in paths:
         doc = load_result(path)
         if doc["fingerprint"]["hardware_hash"] == fingerprint.UNKNOWN and device.transport == "local":
-            found = fingerprint.with_tuning(fingerprint.collect_fingerprint(device), device.name, TUNING_DIR)
+            found = fingerprint.with_tuning(fingerprint.collect_fingerprint(device), doc["builds"])
             doc["fingerprint"] = found
             save_result(json.loads(json.dumps(doc)), path)
 

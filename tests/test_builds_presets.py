@@ -160,7 +160,7 @@ def test_tuning_a_new_network_covers_its_depthwise_and_1x1_workloads(device, tmp
     from harness.tuning.tasks import tvm_conv_tasks
 
     table = get_model("mobilenet-v2-small")
-    db = load_database(device.name, "tvm-conv2d", target_dict(device), tmp_path)
+    db = load_database(device, "tvm-conv2d", target_dict(device), tmp_path)
     tasks = tvm_conv_tasks(table, device, make_target(device), simd_lanes(device))
     assert len(tasks) == len({layer.workload_key() for layer in table.convs})
     picked = [next(t for t in tasks if t.layer.depthwise), next(t for t in tasks if t.layer.kernel == (1, 1))]
@@ -169,7 +169,7 @@ def test_tuning_a_new_network_covers_its_depthwise_and_1x1_workloads(device, tmp
     for task in picked:
         assert db.records[task.workload].best() is not None, db.records[task.workload].candidates
 
-    hybrid = load_database(device.name, "tvm-nnpack", target_dict(device), tmp_path)
+    hybrid = load_database(device, "tvm-nnpack", target_dict(device), tmp_path)
     workloads = {t.layer.id for t in hybrid_tasks(table, device, hybrid, tmp_path)}
     assert workloads and not any(table[lid].depthwise for lid in workloads)
 

@@ -71,10 +71,10 @@ def test_untuned_then_tuned_build(table, device, tmp_path, fp16_math):
     assert f"{winograd}:untuned" in impls
     assert any("winograd-fp16" in i for i in impls) == fp16_math  # claims fp16 math only with it
 
-    db = load_database(device.name, "fp16-winograd", {"kind": "llvm"}, tmp_path)
+    db = load_database(device, "fp16-winograd", {"kind": "llvm"}, tmp_path)
     tasks = winograd_tasks(table, device, db, tmp_path)
     assert run_search(db, tasks, Budget(trials=2))
-    saved = json.loads((tmp_path / device.name / "fp16-winograd.json").read_text())
+    saved = json.loads(db.path.read_text())
     assert set(saved["records"]) == {t.workload for t in tasks}
     assert all(c["samples_ms"] and not c["error"] for r in saved["records"].values() for c in r["candidates"])
 

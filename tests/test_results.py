@@ -89,7 +89,7 @@ def test_a_result_records_its_machine_and_software(tiny_result):
     assert fp["hardware"]["emulated"] is False
     assert fp["hardware"]["cpu"]["id"]  # vendor/family/model/stepping or ARM part
     assert {"kernel", "python", "torch", "nnpack"} <= set(fp["software"])
-    assert set(fp["software"]["tuning"]) == {p.name for p in (REPO / "tuning" / "local").glob("*.json")}
+    assert fp["software"]["tuning"] == {}  # the PyTorch builds apply no tuning database
 
 
 def test_software_versions_are_known_without_importing_torch_or_tvm():

@@ -39,10 +39,11 @@ def test_tune_on_the_board_then_the_build_applies_it(pi5_board: EmulatedBoard, t
     from harness.devices import load_devices
     from harness.model import get_model
     from harness.runner.measure import Settings
-    from harness.tuning.database import load_database
+    from harness.tuning.database import database_path, load_database
     from harness.tuning.tasks import unique_conv_layers
 
     name, tuning = pi5_board.name, tmp_path / "tuning"
+    device = load_devices(pi5_board.devices_file).get(name)
     done = cli("tune", "--devices-file", str(pi5_board.devices_file), "--device", name, "--model", "unet-tiny",
                "--builds", "tvm-nnpack", "--trials", str(TRIALS), "--tuning-dir", str(tuning), timeout=1800)
     assert done.returncode == 0, done.stderr
@@ -53,8 +54,10 @@ def test_tune_on_the_board_then_the_build_applies_it(pi5_board: EmulatedBoard, t
     workloads = {layer.workload_key() for layer in unique_conv_layers(table)}
     planned = len(workloads) * TRIALS
     assert done.stdout.count(f"{planned}/{planned}") >= 2  # the progress bars, one per database
-    conv = json.loads((tuning / name / "tvm-conv2d.json").read_text())
-    hybrid = json.loads((tuning / name / "tvm-nnpack.json").read_text())
+    # filed under the board's CPU: tuning/<device>/cortex-a76-neon-fp16/
+    conv = json.loads(database_path(device, "tvm-conv2d", tuning).read_text())
+    hybrid = json.loads(database_path(device, "tvm-nnpack", tuning).read_text())
+    assert database_path(device, "tvm-conv2d", tuning).parent.name == "cortex-a76-neon-fp16"
     assert conv["target"]["mtriple"] == "aarch64-linux-gnu"  # cross-compiled for the board
     assert set(conv["records"]) == set(hybrid["records"]) == workloads
     for record in conv["records"].values():
@@ -66,12 +69,12 @@ def test_tune_on_the_board_then_the_build_applies_it(pi5_board: EmulatedBoard, t
         assert impls["nnpack:ft8x8/compute"]["samples_ms"], impls  # NNPACK ran on the board
 
     # the next build, run on the board, takes its kernels and choices from these databases
-    device = load_devices(pi5_board.devices_file).get(name)
-    choices = load_database(name, "tvm-nnpack", target_dict(device), tuning)
+    choices = load_database(device, "tvm-nnpack", target_dict(device), tuning)
     out = run_over_ssh(device, table, ["tvm-nnpack"], Settings(0, 1),
                        {"tvm-nnpack": {"tuning_dir": str(tuning)}}, lambda *a: None)
     build = out["builds"][0]
     assert build["status"] == "ok", build
+    assert {t["kind"]: t["source"] for t in build["tuning"]} == {"tvm-conv2d": "own", "tvm-nnpack": "own"}
     impls = {layer["id"]: layer["impl"] for layer in build["layers"]}
     for layer in table.convs:
         assert impls[layer.id] == choices.best_params(layer.workload_key())["impl"]  # never "tvm:untuned"
@@ -115,7 +118,9 @@ def test_tune_over_a_farm_of_two_boards_spreads_candidates_and_times_out_a_hung_
     """Two host boards under one key (real TVM RPC servers, this machine's CPU): the candidates
     go to both, and a candidate not done within --candidate-timeout is recorded as timed out
     while the search goes on."""
+    from harness.devices import load_devices
     from harness.model import get_model
+    from harness.tuning.database import database_path
     from harness.tuning.tasks import unique_conv_layers
 
     port, _ = farm
@@ -125,13 +130,14 @@ def test_tune_over_a_farm_of_two_boards_spreads_candidates_and_times_out_a_hung_
         "arch": "x86_64", "cores": 1, "freq_ghz": 2.0, "flops_per_cycle": {"fp32": 32, "fp16": 32},
         "target": "host", "command_timeout_s": 300}}}))
     tuning = tmp_path / "tuning"
+    saved = database_path(load_devices(devices).get("farm"), "tvm-conv2d", tuning)
     base = ("tune", "--devices-file", str(devices), "--device", "farm", "--model", "unet-tiny", "--builds", "tvm",
             "--tuning-dir", str(tuning))
     done = cli(*base, "--trials", "2", timeout=600)
     assert done.returncode == 0, done.stderr
     assert "2 board(s) of key 'farmtest'" in " ".join(done.stdout.split())
     workloads = {layer.workload_key() for layer in unique_conv_layers(get_model("unet-tiny"))}
-    records = json.loads((tuning / "farm" / "tvm-conv2d.json").read_text())["records"]
+    records = json.loads(saved.read_text())["records"]
     assert set(records) == workloads
     assert all(len(r["candidates"]) == 2 and any(c["samples_ms"] for c in r["candidates"]) for r in records.values())
     served = {name: (tmp_path / f"{name}.log").read_text().count("start serving") for name in ("board-a", "board-b")}
@@ -141,7 +147,7 @@ def test_tune_over_a_farm_of_two_boards_spreads_candidates_and_times_out_a_hung_
     # on (it once aborted on std::length_error, TVM's timeout message read as a packet length)
     timed = cli(*base, "--trials", "3", "--candidate-timeout", "0.01", timeout=600)
     assert timed.returncode == 0, timed.stderr
-    records = json.loads((tuning / "farm" / "tvm-conv2d.json").read_text())["records"]
+    records = json.loads(saved.read_text())["records"]
     for record in records.values():
         assert len(record["candidates"]) == 3
         third = record["candidates"][2]
@@ -150,5 +156,5 @@ def test_tune_over_a_farm_of_two_boards_spreads_candidates_and_times_out_a_hung_
     # the boards still serve: a session ended at its deadline leaves its server running
     done = cli(*base, "--trials", "4", timeout=600)
     assert done.returncode == 0, done.stderr
-    records = json.loads((tuning / "farm" / "tvm-conv2d.json").read_text())["records"]
+    records = json.loads(saved.read_text())["records"]
     assert all(len(r["candidates"]) == 4 and r["candidates"][3]["samples_ms"] for r in records.values()), records

@@ -60,10 +60,10 @@ def test_an_invalid_forced_algorithm_fails_that_build_only(table, device, tmp_pa
 def test_tuning_writes_a_database_the_next_build_picks_up(table, device, tmp_path):
     from harness.builds.tvm_common import make_target, target_dict
 
-    db = load_database(device.name, "tvm-conv2d", target_dict(device), tmp_path)
+    db = load_database(device, "tvm-conv2d", target_dict(device), tmp_path)
     tasks = tvm_conv_tasks(table, device, make_target(device), 8)
     assert run_search(db, tasks, Budget(trials=2))
-    saved = json.loads((tmp_path / device.name / "tvm-conv2d.json").read_text())
+    saved = json.loads(db.path.read_text())
     assert set(saved["records"]) == {t.workload for t in tasks}
     assert all(len(r["candidates"]) == 2 for r in saved["records"].values())
     assert all(c["samples_ms"] for r in saved["records"].values() for c in r["candidates"])
@@ -74,14 +74,14 @@ def test_tuning_writes_a_database_the_next_build_picks_up(table, device, tmp_pat
 
     # resuming measures only what is new
     assert run_search(db, tasks, Budget(trials=3))
-    reloaded = load_database(device.name, "tvm-conv2d", target_dict(device), tmp_path)
+    reloaded = load_database(device, "tvm-conv2d", target_dict(device), tmp_path)
     assert all(len(r.candidates) == 3 for r in reloaded.records.values())
 
 
 def test_hybrid_choice_table_round_trips_and_drives_the_build(table, device, tmp_path):
     from harness.builds.tvm_common import target_dict
 
-    db = load_database(device.name, "tvm-nnpack", target_dict(device), tmp_path)
+    db = load_database(device, "tvm-nnpack", target_dict(device), tmp_path)
     layer = table["enc1.conv2"]
     db.add(layer.workload_key(), layer.id, len(candidate_impls()),
            Candidate({"impl": "tvm"}, [9.0, 9.5]))
@@ -90,7 +90,7 @@ def test_hybrid_choice_table_round_trips_and_drives_the_build(table, device, tmp
     db.add(layer.workload_key(), layer.id, len(candidate_impls()),
            Candidate({"impl": "nnpack:direct/compute"}, None, "NNPACK ... status 26"))
     db.save()
-    again = load_database(device.name, "tvm-nnpack", target_dict(device), tmp_path)
+    again = load_database(device, "tvm-nnpack", target_dict(device), tmp_path)
     assert again.records == db.records
     assert again.best_params(layer.workload_key()) == {"impl": "nnpack:ft16x16/precompute"}
 
@@ -104,7 +104,7 @@ def test_hybrid_search_measures_and_validates_every_candidate(table, device, tmp
     from harness.builds.tvm_common import target_dict
 
     small = get_model("unet-tiny")
-    db = load_database(device.name, "tvm-nnpack", target_dict(device), tmp_path)
+    db = load_database(device, "tvm-nnpack", target_dict(device), tmp_path)
     tasks = [t for t in hybrid_tasks(small, device, db, tmp_path) if t.layer.id == "enc1.conv2"]
     assert run_search(db, tasks, Budget())
     record = db.records[tasks[0].workload]

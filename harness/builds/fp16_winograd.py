@@ -34,7 +34,7 @@ from harness.builds.fp16_layers import memory_layer_primfunc
 from harness.builds.nnpack_layers import conv_kind
 from harness.builds.tvm_common import (MANIFEST_FILE, Plan, TVMBuildBase, lower, make_target, schedule_network,
                                        schedule_primfunc, simd_lanes)
-from harness.builds.tvm_pure import tuning_database, tuning_notes
+from harness.builds.tvm_pure import tuning_database, tuning_notes, tuning_records
 from harness.builds.tvm_relax import emit_relax, relax_params
 from harness.devices.config import Device
 from harness.model.layers import CONV, MAXPOOL_RELU, RESIZE_ADD_RELU, Layer, LayerTable
@@ -145,7 +145,7 @@ class FP16WinogradBuild(TVMBuildBase):
     dtype = STORAGE
 
     def plan(self, ctx: BuildContext) -> Plan:
-        db = tuning_database(ctx, KIND)
+        used = tuning_database(ctx, KIND)
         # The UNet's memory-bound blocks have kernels of their own (fp16 storage, `compute`
         # math); every other non-conv layer is TVM's default kernel from Relax, in fp16
         # arithmetic whatever the device (emulated where it has no fp16 math).
@@ -153,7 +153,7 @@ class FP16WinogradBuild(TVMBuildBase):
                  if layer.op in OWN_KERNEL_OPS else "tvm-fp16" for layer in ctx.table}
         choices: dict[str, KernelParams] = {}
         for layer in ctx.table.convs:
-            choices[layer.id], impls[layer.id] = kernel_choice(layer, db, ctx.device)
+            choices[layer.id], impls[layer.id] = kernel_choice(layer, used.db, ctx.device)
         compute = compute_dtype(ctx.device)
         kernels = {layer.id: layer_kernel(layer, choices[layer.id], ctx.device) if layer.op == CONV
                    else memory_layer_primfunc(layer, STORAGE, compute)
@@ -164,7 +164,8 @@ class FP16WinogradBuild(TVMBuildBase):
         mod = schedule_network(lower(emitted.mod, make_target(ctx.device)), ctx.table, no_conv_schedule,
                                skip=set(kernels))
         untuned = [lid for lid, impl in impls.items() if impl.endswith(UNTUNED)]
-        return Plan(mod, emitted.params, impls, precision_notes(ctx.device) + tuning_notes(db, ctx.device, untuned))
+        return Plan(mod, emitted.params, impls, precision_notes(ctx.device) + tuning_notes([used], ctx.device, untuned),
+                    tuning=tuning_records(ctx, [used]))
 
     def export(self, ctx: BuildContext, out_dir: Path) -> list[Path]:
         """The module and its manifest, plus the Winograd matrices its tiles use: runtime_parts

@@ -2,10 +2,10 @@
 
 Lowering runs Relax's "zero" pipeline (LegalizeOps, FuseOps, FuseTIR): the default CPU
 pipeline neither fuses nor schedules. Conv kernels then get the tuned template parameters
-from the device's tuning database (or the template's default, reported as untuned), grouped
-and depthwise ones their own template (harness/tuning/conv_grouped.py); every other layer
-(pooling, resize, add, concat, shuffle, slice, linear), memory-bound, gets a fixed parallel
-schedule.
+from the tuning database for the device's CPU (or the template's default, reported as
+untuned), grouped and depthwise ones their own template (harness/tuning/conv_grouped.py);
+every other layer (pooling, resize, add, concat, shuffle, slice, linear), memory-bound, gets a
+fixed parallel schedule.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from harness.builds.base import Build, BuildContext
 from harness.builds.tvm_relax import func_name
 from harness.devices.config import Device
 from harness.model.layers import CONV, Layer, LayerTable
+from harness.tuning.cpukey import VECTOR_LANES, vector_unit
 
 
 def host_cpu() -> str:
@@ -44,11 +45,7 @@ def make_target(device: Device):
 
 def simd_lanes(device: Device, dtype: str = "float32") -> int:
     """fp32 lanes of the widest vector register the target has (the template's tx unit)."""
-    isa = set(device.isa)
-    if device.arch in ("x86_64", "i686"):
-        lanes = 16 if "avx512f" in isa else 8 if "avx2" in isa or "avx" in isa else 4
-    else:
-        lanes = 4  # 128-bit NEON
+    lanes = VECTOR_LANES[vector_unit(device.arch, device.isa)]
     return lanes * (2 if dtype == "float16" else 1)
 
 
@@ -168,6 +165,7 @@ class Plan:
     impls: dict[str, str]  # layer id -> implementation label
     notes: list[str] = field(default_factory=list)
     external: dict[str, str] = field(default_factory=dict)  # layer id -> global function name
+    tuning: list[dict[str, Any]] = field(default_factory=list)  # the databases applied (Resolution.record)
 
 
 MODULE_FILE = "module.so"
@@ -205,7 +203,7 @@ class TVMBuildBase(Build):
         p = self.plan(ctx)
         keep = self.attach_externals(ctx, p.impls)  # before the long compile: fail fast
         return VMExecutable(compile_module(p.mod, make_target(ctx.device)), p.params, ctx.table.ids, p.impls,
-                            external=p.external, keepalive=keep, notes=p.notes)
+                            external=p.external, keepalive=keep, notes=p.notes, tuning=p.tuning)
 
     def export(self, ctx: BuildContext, out_dir: Path) -> list[Path]:
         from harness.deploy.cross import export_for_device  # noqa: PLC0415
@@ -213,7 +211,7 @@ class TVMBuildBase(Build):
         p = self.plan(ctx)
         module = export_for_device(compile_module(p.mod, make_target(ctx.device)), ctx.device, out_dir / MODULE_FILE)
         manifest = out_dir / MANIFEST_FILE
-        manifest.write_text(json.dumps({"build": self.name, "impls": p.impls, "notes": p.notes,
+        manifest.write_text(json.dumps({"build": self.name, "impls": p.impls, "notes": p.notes, "tuning": p.tuning,
                                         "external": p.external, "dtype": getattr(self, "dtype", "float32")}))
         return [module, manifest]
 
@@ -227,4 +225,4 @@ class TVMBuildBase(Build):
         keep = self.attach_externals(ctx, manifest["impls"])
         module = tvm.runtime.load_module(str(artifact_dir / MODULE_FILE))
         return VMExecutable(module, params, ctx.table.ids, manifest["impls"], external=manifest["external"],
-                            keepalive=keep, notes=manifest["notes"])
+                            keepalive=keep, notes=manifest["notes"], tuning=manifest.get("tuning"))

@@ -8,7 +8,7 @@ build time, then reused), as far as NNPACK accepts the layer (candidate_impls): 
 or grouped conv has no NNPACK candidate and runs TVM's kernel, labelled e.g.
 `tvm:depthwise:untuned (nnpack: no grouped conv)`; a strided one on x86 has only
 implicit_gemm. `harness tune --builds tvm-nnpack` measures them all and saves the winner per
-workload in tuning/<device>/tvm-nnpack.json, the way a tuning log is saved.
+workload in tuning/<device>/<cpu-key>/tvm-nnpack.json, the way a tuning log is saved.
 
 NNPACK layers are emitted as `R.call_dps_packed` into a global function registered per layer;
 it wraps the VM's tensors zero-copy through DLPack and calls NNPACK into the output buffer.
@@ -26,7 +26,8 @@ import numpy as np
 from harness.builds.base import BuildContext
 from harness.builds.tvm_common import Plan, TVMBuildBase, lower, make_target, schedule_network, target_dict
 from harness.builds.nnpack_layers import accepts, conv_shape, layer_rule, make_conv
-from harness.builds.tvm_pure import conv_choice, is_untuned, schedule_any_conv, tuning_database, tuning_notes
+from harness.builds.tvm_pure import (conv_choice, is_untuned, schedule_any_conv, tuning_database, tuning_notes,
+                                     tuning_records)
 from harness.builds.tvm_relax import emit_relax
 from harness.devices.config import Device
 from harness.errors import UserError
@@ -158,8 +159,8 @@ class TVMNNPACKBuild(TVMBuildBase):
         return keep
 
     def plan(self, ctx: BuildContext) -> Plan:
-        tvm_db = tuning_database(ctx, "tvm-conv2d")
-        choices = tuning_database(ctx, "tvm-nnpack")
+        used = [tuning_database(ctx, "tvm-conv2d"), tuning_database(ctx, "tvm-nnpack")]
+        tvm_db, choices = (u.db for u in used)
         forced = dict(ctx.options.get("force", {}))
         unknown = set(forced) - {layer.id for layer in ctx.table.convs}
         if unknown:
@@ -180,14 +181,14 @@ class TVMNNPACKBuild(TVMBuildBase):
                                lambda layer: (lambda sch: schedule_any_conv(sch, tvm_params[layer.id])),
                                skip=set(external))
         untuned = [lid for lid, impl in impls.items() if is_untuned(impl)]
-        notes = tuning_notes(tvm_db, ctx.device, untuned)
+        notes = tuning_notes(used, ctx.device, untuned)
         unchosen = [layer.id for layer in ctx.table.convs
                     if layer.id not in forced and layer_rule(layer) is None
                     and choices.best_params(layer.workload_key()) is None]
         if unchosen:
             notes.append(f"no hybrid choice for {len(unchosen)} conv layer(s), TVM used: run "
                          f"`harness tune --device {ctx.device.name} --builds tvm-nnpack`")
-        return Plan(mod, emitted.params, impls, notes, external)
+        return Plan(mod, emitted.params, impls, notes, external, tuning_records(ctx, used))
 
 
 def hybrid_tasks(table: LayerTable, device: Device, db: TuningDatabase, root: Path,
@@ -199,7 +200,7 @@ def hybrid_tasks(table: LayerTable, device: Device, db: TuningDatabase, root: Pa
 
     timer = timer or LOCAL
     target = make_target(device)
-    tvm_db = load_database(device.name, "tvm-conv2d", target_dict(device), root)
+    tvm_db = load_database(device, "tvm-conv2d", target_dict(device), root)  # just tuned for this CPU
     tasks = []
     for layer in unique_conv_layers(table):
         if layer_rule(layer):

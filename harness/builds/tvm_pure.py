@@ -2,13 +2,16 @@
 
 Each layer is one fused kernel (conv+bias+ReLU, MaxPool+ReLU, ResizeNearest+Add+ReLU, ...).
 Convolutions use the direct-conv template (any kernel and stride), grouped and depthwise ones
-the grouped template, with the parameters found by `harness tune` for this device
-(tuning/<device>/tvm-conv2d.json); a workload missing from the database falls back to the
-template's default tile and is reported as `tvm:untuned` (`tvm:depthwise:untuned`).
+the grouped template, with the parameters found by `harness tune` for this device's CPU
+(tuning/<device>/<cpu-key>/tvm-conv2d.json, or the database harness.tuning.database's
+resolve_database lets stand in for it, said in the result's notes and `tuning` records); a
+workload missing from the database falls back to the template's default tile and is reported
+as `tvm:untuned` (`tvm:depthwise:untuned`).
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from harness.builds.base import BuildContext
 from harness.builds.nnpack_layers import conv_kind
@@ -20,16 +23,25 @@ from harness.model.layers import Layer
 from harness.tuning.conv_direct import ConvParams, default_params, schedule_conv
 from harness.tuning.conv_grouped import GroupedParams, schedule_grouped
 from harness.tuning.conv_grouped import default_params as grouped_default
-from harness.tuning.database import TuningDatabase, load_database
+from harness.tuning.database import TUNING_DIR, Resolution, TuningDatabase, resolve_database
 
 UNTUNED = ":untuned"
 
 
-def tuning_database(ctx: BuildContext, kind: str) -> TuningDatabase:
-    """The device's database of `kind`; tests point `tuning_dir` at a scratch directory (a
-    string once the options have been through a run request's JSON)."""
-    root = {"root": Path(ctx.options["tuning_dir"])} if "tuning_dir" in ctx.options else {}
-    return load_database(ctx.device.name, kind, target_dict(ctx.device), **root)
+def tuning_root(ctx: BuildContext) -> Path:
+    """tuning/, or where tests point `tuning_dir` (a string once the options have been through
+    a run request's JSON)."""
+    return Path(ctx.options.get("tuning_dir", TUNING_DIR))
+
+
+def tuning_database(ctx: BuildContext, kind: str) -> Resolution:
+    """The database of `kind` the build applies on this device's CPU, and how it was found."""
+    return resolve_database(ctx.device, kind, target_dict(ctx.device), tuning_root(ctx))
+
+
+def tuning_records(ctx: BuildContext, used: list[Resolution]) -> list[dict[str, Any]]:
+    """The result's `tuning` list: which database each kind came from (the fingerprint hashes it)."""
+    return [r.record(tuning_root(ctx)) for r in used]
 
 
 ConvChoice = ConvParams | GroupedParams
@@ -61,15 +73,13 @@ def is_untuned(impl: str) -> bool:
     return UNTUNED in impl  # also when a reason follows: "tvm:untuned (nnpack: ...)"
 
 
-def tuning_notes(db: TuningDatabase, device: Device, untuned: list[str]) -> list[str]:
-    notes = [f"TVM runtime threads: {tvm_threads()}"]
+def tuning_notes(used: list[Resolution], device: Device, untuned: list[str]) -> list[str]:
+    """One line per database (whose it is: this CPU's, a stand-in's, none), then the layers
+    it had no record for."""
+    notes = [f"TVM runtime threads: {tvm_threads()}", *(r.note for r in used)]
     if untuned:
         notes.append(f"no tuning record for {len(untuned)} conv layer(s) ({', '.join(untuned[:4])}"
                      f"{' ...' if len(untuned) > 4 else ''}): run `harness tune --device {device.name}`")
-    made_for = db.target.get("mcpu")
-    if db.records and made_for and made_for != target_dict(device).get("mcpu"):
-        notes.append(f"tuning database {db.path.name} was made on {made_for}, "
-                     f"this target is {target_dict(device).get('mcpu')}: re-tune for best numbers")
     return notes
 
 
@@ -79,13 +89,14 @@ class TVMBuild(TVMBuildBase):
     tolerance = 1e-4
 
     def plan(self, ctx: BuildContext) -> Plan:
-        db = tuning_database(ctx, "tvm-conv2d")
+        used = tuning_database(ctx, "tvm-conv2d")
         impls = {layer.id: "tvm" for layer in ctx.table}
         choices: dict[str, ConvChoice] = {}
         for layer in ctx.table.convs:
-            choices[layer.id], impls[layer.id] = conv_choice(layer, db, ctx.device)
+            choices[layer.id], impls[layer.id] = conv_choice(layer, used.db, ctx.device)
         emitted = emit_relax(ctx.table, ctx.weights)
         mod = schedule_network(lower(emitted.mod, make_target(ctx.device)), ctx.table,
                                lambda layer: (lambda sch: schedule_any_conv(sch, choices[layer.id])))
         untuned = [lid for lid, impl in impls.items() if is_untuned(impl)]
-        return Plan(mod, emitted.params, impls, tuning_notes(db, ctx.device, untuned))
+        return Plan(mod, emitted.params, impls, tuning_notes([used], ctx.device, untuned),
+                    tuning=tuning_records(ctx, [used]))

@@ -25,7 +25,8 @@ def tvm_threads() -> int:
 class VMExecutable:
     def __init__(self, executable: Any, params: list[np.ndarray], layer_ids: list[str],
                  impls: dict[str, str], external: dict[str, str] | None = None,
-                 keepalive: Any = None, notes: list[str] | None = None):
+                 keepalive: Any = None, notes: list[str] | None = None,
+                 tuning: list[dict[str, Any]] | None = None):
         import tvm  # noqa: PLC0415
         # tvm.runtime.vm, not tvm.relax (the same class): a runtime-only TVM, as the armv7 board's,
         # cannot import tvm.relax ("tvm.ir._ffi_api has no attribute 'RegisterOpAttr'").
@@ -38,6 +39,7 @@ class VMExecutable:
         self.params = [self._tensor(a) for a in params]
         self.impls = impls
         self.notes = notes or []
+        self.tuning = tuning or []  # the tuning databases the plan applied, for the result
         self.keepalive = keepalive  # e.g. registered NNPACK kernels the module calls into
         # symbol the VM reports -> layer id
         self.symbols = {name: lid for lid, name in (external or {}).items()}

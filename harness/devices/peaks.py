@@ -51,6 +51,19 @@ INT8_PEAK_SOURCES: dict[str, str] = {
 }
 # ARM "CPU part" in /proc/cpuinfo -> LLVM cpu name
 ARM_PARTS = {"0xd03": "cortex-a53", "0xd08": "cortex-a72", "0xd0b": "cortex-a76"}
+# x86 (vendor, cpu family) -> [(first model, last model, LLVM cpu name)], as LLVM's own host
+# detection names them (llvm/lib/TargetParser/Host.cpp, getAMDProcessorTypeAndSubtype and
+# getIntelProcessorTypeAndSubtype), for the kinds this project meets and their neighbours. The
+# tuning databases are filed under this name (harness/tuning/cpukey.py); reading it from
+# cpuinfo rather than asking LLVM lets the test fake stand for each machine kind.
+X86_MODELS: dict[tuple[str, int], list[tuple[int, int, str]]] = {
+    ("AuthenticAMD", 25): [(0x00, 0x0F, "znver3"), (0x10, 0x1F, "znver4"), (0x20, 0x5F, "znver3"),
+                           (0x60, 0x7F, "znver4"), (0xA0, 0xAF, "znver4")],
+    ("AuthenticAMD", 26): [(0x00, 0x77, "znver5")],
+    ("GenuineIntel", 6): [(0x6A, 0x6A, "icelake-server"), (0x6C, 0x6C, "icelake-server"),
+                          (0x8F, 0x8F, "sapphirerapids"), (0xAD, 0xAD, "graniterapids"),
+                          (0xCF, 0xCF, "emeraldrapids")],
+}
 # TEST FAKE: a file read in place of /proc/cpuinfo, so that detection (and every test that
 # depends on it) can be run as on each machine kind this project meets (tests/cpuinfo/). A fake
 # machine is a VM without cpufreq: sysfs frequencies are then not read either.
@@ -161,6 +174,25 @@ def arm_flops_per_cycle(cpu: str | None, features: set[str]) -> tuple[int, int]:
     return fp32, 2 * fp32 if "asimdhp" in features else fp32
 
 
+def _cpuinfo_int(info: dict[str, str], field: str) -> int | None:
+    try:
+        return int(info.get(field, ""))  # the kernel prints family and model in decimal
+    except ValueError:
+        return None
+
+
+def llvm_cpu_name(info: dict[str, str]) -> str | None:
+    """The LLVM cpu name of the CPU /proc/cpuinfo's fields describe; None where the tables
+    above do not know it (LLVM's own detection then has to say)."""
+    if "CPU part" in info:
+        return ARM_PARTS.get(info["CPU part"])
+    family, model = _cpuinfo_int(info, "cpu family"), _cpuinfo_int(info, "model")
+    for first, last, name in X86_MODELS.get((info.get("vendor_id", ""), family or 0), []):
+        if model is not None and first <= model <= last:
+            return name
+    return None
+
+
 def _max_freq_ghz(cpuinfo: dict[str, str]) -> float | None:
     try:
         return int(read_cpufreq(0, "cpuinfo_max_freq") or "") / 1e6
@@ -181,7 +213,7 @@ def detect_host() -> HostInfo:
         return HostInfo(arch, info.get("model name", "unknown"), None, cores, _max_freq_ghz(info),
                         simd, x86_flops_per_cycle(flags), x86_int8_ops_per_cycle(flags))
     features = set(info.get("Features", "").split())
-    cpu = ARM_PARTS.get(info.get("CPU part", ""))
+    cpu = llvm_cpu_name(info)
     simd = tuple(f for f in ("neon", "asimd", "asimdhp", "asimddp", "fphp", "vfpv4") if f in features)
     model = info.get("model name") or cpu or "unknown"
     return HostInfo(arch, model, cpu, cores, _max_freq_ghz(info), simd, arm_flops_per_cycle(cpu, features),

@@ -14,7 +14,6 @@ from harness.results.store import SCHEMA_VERSION, new_run_id
 from harness.timestamps import utc_now
 
 REPO = Path(__file__).resolve().parents[2]
-TUNING_DIR = REPO / "tuning"  # as harness.tuning.database (not imported: it pulls in TVM)
 
 
 def git(*args: str, repo: Path = REPO) -> str | None:
@@ -50,6 +49,6 @@ def new_document(device: Device, table: LayerTable, run_output: dict[str, Any],
     doc = {"schema_version": SCHEMA_VERSION, "created_utc": created, "run_id": new_run_id(created), "complete": True,
            "harness": {"commit": sha, "dirty": dirty, "version": __version__},
            "device": device.summary(), "model": model_block(table), **run_output,
-           "fingerprint": fingerprint.with_tuning(found, device.name, TUNING_DIR)}
+           "fingerprint": fingerprint.with_tuning(found, run_output.get("builds", []))}
     apply_basis(doc)  # device.peak, and every pct_peak a share of it (harness/devices/peak_basis.py)
     return doc

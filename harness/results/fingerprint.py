@@ -8,7 +8,9 @@ A result's `fingerprint` block has three parts:
     hardware_hash  sha256 of the canonical JSON of `hardware`, first 16 hex digits; "unknown"
                    for results made before fingerprints (schema v2)
     software       kernel, python, numpy, torch, TVM, NNPACK (inside torch) versions and the
-                   tuning databases' sha256; a change here is an annotation, not a new machine
+                   sha256 of the tuning databases the builds applied (tuning/<device>/<cpu-key>/,
+                   which CPU's is part of the name); a change here is an annotation, not a new
+                   machine
 
 Why the CPU identity and not the model name: both AMD EPYC kinds seen here (Zen 3, Zen 5)
 report "AMD EPYC"; their cpu family (25 vs 26) tells them apart. Why the kernel is software:
@@ -107,11 +109,15 @@ def collect_software() -> dict[str, Any]:
     return software
 
 
+def short_hash(data: bytes) -> str:
+    """sha256, first HASH_DIGITS hex digits: how fingerprints name contents."""
+    return hashlib.sha256(data).hexdigest()[:HASH_DIGITS]
+
+
 def hardware_hash(hardware: dict[str, Any] | None) -> str:
     if not hardware:
         return UNKNOWN
-    canonical = json.dumps(hardware, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:HASH_DIGITS]
+    return short_hash(json.dumps(hardware, sort_keys=True, separators=(",", ":")).encode())
 
 
 def make_fingerprint(hardware: dict[str, Any] | None, software: dict[str, Any]) -> dict[str, Any]:
@@ -134,15 +140,16 @@ def from_config(device: Device) -> dict[str, Any]:
     return make_fingerprint(hardware, {})
 
 
-def tuning_hashes(device: str, root: Path) -> dict[str, str]:
-    """sha256 (16 digits) of each tuning database of `device` (tuning/<device>/*.json)."""
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:HASH_DIGITS]
-            for p in sorted((root / device).glob("*.json"))}
+def tuning_hashes(builds: list[dict[str, Any]]) -> dict[str, str]:
+    """sha256 (16 digits) of each tuning database the builds applied, by its path under
+    tuning/ (<device>/<cpu-key>/<kind>.json), as the builds recorded them when they read them."""
+    return {used["database"]: used["sha256"] for build in builds for used in build.get("tuning", [])
+            if used.get("database") and used.get("sha256")}
 
 
-def with_tuning(fingerprint: dict[str, Any], device: str, root: Path) -> dict[str, Any]:
+def with_tuning(fingerprint: dict[str, Any], builds: list[dict[str, Any]]) -> dict[str, Any]:
     """The databases are read on the host (TVM compiles there); added to the device's block."""
-    return {**fingerprint, "software": {**fingerprint["software"], "tuning": tuning_hashes(device, root)}}
+    return {**fingerprint, "software": {**fingerprint["software"], "tuning": tuning_hashes(builds)}}
 
 
 def unknown_fingerprint() -> dict[str, Any]:

@@ -131,6 +131,9 @@ def run_build(build: Build, req: RunRequest, weights, x: np.ndarray, ref: np.nda
     notes = getattr(exe, "notes", None)
     if notes:
         record["notes"] = notes
+    tuning = getattr(exe, "tuning", None)
+    if tuning:
+        record["tuning"] = tuning  # which database per kind; the fingerprint hashes them
     if error > build.tolerance:
         record["status"] = "failed"
         record["message"] = (f"output differs from the fp32 reference: max relative error {error:.3g} "

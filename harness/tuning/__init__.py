@@ -1,1 +1,1 @@
-"""Tuning: kernel templates, their search spaces, the bounded search, per-device databases."""
+"""Tuning: kernel templates, their search spaces, the bounded search, databases per device and CPU."""

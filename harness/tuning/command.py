@@ -1,5 +1,9 @@
 """`harness tune`: search kernels for a device's TVM builds and store them in its databases.
 
+The databases written are the current CPU's own, tuning/<device>/<cpu-key>/ (harness/tuning/
+cpukey.py): never a stand-in's. A database still in the old per-device layout that was made on
+this CPU is continued from, into the new place (the old file can then be removed).
+
 Local devices time candidates on this machine; ssh and rpc devices on their boards
 (harness.tuning.remote), with the same databases, budget and resumption.
 
@@ -10,8 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import statistics
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -20,7 +25,8 @@ from rich.table import Table
 from harness.devices.config import Device
 from harness.errors import UserError
 from harness.model.layers import LayerTable
-from harness.tuning.database import TUNING_DIR, TuningDatabase, load_database
+from harness.tuning.cpukey import cpu_key
+from harness.tuning.database import OLD_LAYOUT, OWN, TUNING_DIR, TuningDatabase, database_path, resolve_database
 from harness.tuning.search import Budget, Task, run_search
 from harness.tuning.tasks import LOCAL, KernelTimer
 
@@ -72,6 +78,8 @@ def tune(device: Device, table: LayerTable, builds: list[str], budget: Budget, c
             raise UserError(f"{build} cannot tune model {table.config.name!r}: {reason}")
     if candidate_timeout_s is not None and device.transport == "local":
         raise UserError("--candidate-timeout applies to ssh and rpc devices (a local candidate runs in this process)")
+    key = cpu_key(device)  # a device whose cpu cannot name a folder fails here, before connecting
+    console.print(f"tuning for CPU {key.name}: databases in {root / device.name / key.name}", highlight=False)
     with timer_for(device, console, candidate_timeout_s, nnpack="tvm-nnpack" in kinds) as timer:
         return list(_tune_kinds(device, table, kinds, budget, console, root, restart, timer))
 
@@ -97,7 +105,7 @@ def _tune_kinds(device: Device, table: LayerTable, kinds: list[str], budget: Bud
     from harness.builds.tvm_common import target_dict  # noqa: PLC0415
 
     for kind in kinds:
-        db = load_database(device.name, kind, target_dict(device), root)
+        db = database_to_extend(device, kind, target_dict(device), root, console)
         tasks = task_factory(kind)(table, device, db, root, timer)
         if restart:
             for task in tasks:
@@ -118,13 +126,28 @@ def _tune_kinds(device: Device, table: LayerTable, kinds: list[str], budget: Bud
             return
 
 
+def database_to_extend(device: Device, kind: str, target: dict[str, Any], root: Path,
+                       console: Console) -> TuningDatabase:
+    """This CPU's own database of `kind`, new if it has none; one in the old layout made on
+    this CPU is carried over into the new place (never a stand-in: it is another CPU's)."""
+    used = resolve_database(device, kind, target, root)
+    if used.source == OWN:
+        return used.db
+    own = database_path(device, kind, root)
+    if used.source == OLD_LAYOUT:
+        console.print(f"{kind}: continuing from {used.db.path} (old per-device layout) into {own}; "
+                      "the old file can then be removed", highlight=False)
+        return replace(used.db, path=own, sha256=None)
+    return TuningDatabase(own, kind, device.name, target)
+
+
 def _bars(console: Console) -> Progress:
     return Progress(TextColumn("{task.description:<14}", markup=False), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[layer]}", markup=False), TimeElapsedColumn(), console=console)
 
 
 def summary_table(db: TuningDatabase, tasks: list[Task]) -> Table:
-    table = Table(title=f"{db.kind} on {db.device}", title_justify="left")
+    table = Table(title=f"{db.kind} on {db.device} ({db.path.parent.name})", title_justify="left")
     for col in ("workload (first layer)", "measured", "failed", "best", "median ms", "GFLOP/s"):
         table.add_column(col, justify="right" if col in ("measured", "failed", "median ms", "GFLOP/s") else "left")
     for task in tasks:
