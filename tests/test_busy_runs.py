@@ -56,7 +56,7 @@ def test_a_run_beside_a_competing_load_is_recorded_busy(tmp_path: Path):
     try:
         out = tmp_path / "busy.json"
         done = run_cli("run", "--model", "unet-tiny", "--builds", "torch", "--warmup", "0", "--repeats", "3",
-                       "--output", str(out))
+                       "--output", str(out), env={BUSY_SHARE_ENV: str(BUSY_SHARE)})  # the default, whatever the caller set
     finally:
         for b in burners:
             b.terminate()
