@@ -49,4 +49,4 @@ if ! .venv/bin/pip install -q --disable-pip-version-check --no-build-isolation -
     echo "setup: installing the asv plugin failed" >&2
     exit 1
 fi
-.venv/bin/python -c "import harness, torch, tvm" || { echo "setup: the install is broken" >&2; exit 1; }
+.venv/bin/python -c "import harness, torch, tvm, onnxruntime" || { echo "setup: the install is broken" >&2; exit 1; }

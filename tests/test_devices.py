@@ -140,13 +140,14 @@ def test_a_clock_far_from_the_peaks_assumption_is_warned_about(tiny_result):
 
 def test_setup_installs_the_runtime_packages_of_deps_py():
     """`devices setup` installs what harness/runner/deps.py lists: numpy, pyyaml, the TVM runtime
-    with the RPC extras its server imports, and torch unless left out; armv7 gets no wheels."""
+    with the RPC extras its server imports, ONNX Runtime, and torch unless left out; armv7 gets
+    no wheels."""
     from harness.devices.setup import default_packages  # noqa: PLC0415
 
     devices = load_devices(REPO / "devices.yaml")
     pi5 = default_packages(devices.get("rasp5"))
     for package in ("numpy", "pyyaml", "apache-tvm==0.27.0.post1", "apache-tvm-ffi==0.1.14.post0",
-                    "cloudpickle", "psutil", "tornado", "torch==2.9.1"):
+                    "cloudpickle", "psutil", "tornado", "onnxruntime==1.32.0", "torch==2.9.1"):
         assert package in pi5
     assert not any(p.startswith("torch") for p in default_packages(devices.get("rasp5"), with_torch=False))
     assert default_packages(devices.get("rasp3b")) == ["numpy", "pyyaml"]

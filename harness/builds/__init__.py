@@ -18,10 +18,12 @@ REGISTRY: dict[str, str] = {
     "tvm-nnpack": "harness.builds.tvm_nnpack:TVMNNPACKBuild",
     "fp16-winograd": "harness.builds.fp16_winograd:FP16WinogradBuild",
     "torch": "harness.builds.torch_ref:TorchBuild",
+    "onnxruntime": "harness.builds.onnxruntime_ref:ONNXRuntimeBuild",
     "qnnpack-int8": "harness.builds.qnnpack_int8:QNNPACKInt8Build",
 }
 BASELINE = "caffe2-nnpack"
 # Builds whose module imports PyTorch: on a device without it they are unavailable, not a crash.
+# Not onnxruntime: PyTorch exports its model on the host, the device needs only ONNX Runtime.
 NEEDS_TORCH = frozenset({"caffe2-nnpack", "torch", "qnnpack-int8"})
 # The environment of a build's own process (harness.runner.isolate), set before any library
 # reads it, and recorded in the build's result; a build not named keeps the defaults users get.

@@ -140,7 +140,7 @@ def host_suite() -> str:
 def board_requirements() -> list[str]:
     """Everything but torch (installed --no-deps, see TORCH_DEPS)."""
     req = device_requirements("aarch64")
-    return req.base + req.tvm + TORCH_DEPS
+    return req.base + req.tvm + req.onnxruntime + TORCH_DEPS
 
 
 def base_key(suite: str) -> str:

@@ -17,7 +17,7 @@ from harness.devices.peaks import detect_host
 from harness.devices.state import _read, collect_state
 
 # distribution name -> import name, for the runtime packages a run may need
-PACKAGES = {"numpy": "numpy", "pyyaml": "yaml", "torch": "torch", "apache-tvm": "tvm"}
+PACKAGES = {"numpy": "numpy", "pyyaml": "yaml", "torch": "torch", "apache-tvm": "tvm", "onnxruntime": "onnxruntime"}
 
 
 def package_version(dist: str, module: str) -> str | None:

@@ -2,7 +2,8 @@
 device's `python` if that does not exist yet, and the runtime packages in it.
 
 Which packages: harness.runner.deps.device_requirements (numpy and pyyaml always; the TVM
-runtime with its RPC extras and torch where wheels exist). armv7 has no torch or TVM wheels on PyPI: see docs/pi-setup.md.
+runtime with its RPC extras, ONNX Runtime and torch where wheels exist). armv7 has no torch, TVM
+or ONNX Runtime wheels on PyPI: see docs/pi-setup.md.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from harness.runner.deps import device_requirements
 
 
 def default_packages(device: Device, with_torch: bool = True) -> list[str]:
-    """numpy, pyyaml, the TVM runtime with its RPC extras and, unless not wanted, torch."""
+    """numpy, pyyaml, the TVM runtime with its RPC extras, ONNX Runtime and, unless not wanted, torch."""
     return device_requirements(device.arch).all(with_torch)
 
 
@@ -52,5 +53,5 @@ def run_setup(device: Device, packages: list[str] | None, console: Console, with
             s.run([device.python, "-m", "pip", "install", "--disable-pip-version-check", *packages],
                   timeout_s=device.command_timeout_s)
     if device.arch == "armv7l":
-        console.print("armv7: torch and the TVM runtime have no wheels; build them on the board as "
+        console.print("armv7: torch, the TVM runtime and ONNX Runtime have no wheels; build them on the board as "
                       "docs/pi-setup.md describes", highlight=False)

@@ -53,6 +53,12 @@ ACTIVATIONS = (NONE, RELU, RELU6)
 INPUT = "input"
 
 
+def scope_key(layer_id: str) -> str:
+    """The layer id as one name without dots: PyTorch's module and parameter names cannot hold
+    them, and the ONNX export names each layer's nodes after its module (harness.builds.onnx_export)."""
+    return layer_id.replace(".", "__")
+
+
 @dataclass(frozen=True)
 class Layer:
     """One row of the layer table. Fields an op does not use keep their defaults."""

@@ -16,17 +16,13 @@ from torch import nn
 
 from harness.model.layers import (ADD, AVGPOOL, CHANNEL_SHUFFLE, CHANNEL_SLICE, CONCAT, CONV, GLOBAL_AVGPOOL, INPUT,
                                   LINEAR, MAXPOOL, MAXPOOL_RELU, NONE, RELU, RELU6, RESIZE_ADD_RELU, RESIZE_NEAREST,
-                                  Layer, LayerTable)
+                                  Layer, LayerTable, scope_key)
 from harness.model.weights import ConvWeights, make_input, make_weights  # noqa: F401 - re-exported
 
 LayerFn = Callable[..., torch.Tensor]
 Activation = Callable[[torch.Tensor], torch.Tensor]
 
 ACTIVATION_FNS: dict[str, Activation] = {NONE: lambda x: x, RELU: F.relu, RELU6: F.relu6}
-
-
-def _module_key(layer_id: str) -> str:
-    return layer_id.replace(".", "__")  # nn.ParameterDict keys cannot hold dots
 
 
 def conv_fn(layer: Layer, w: torch.Tensor, b: torch.Tensor) -> LayerFn:
@@ -82,14 +78,14 @@ class TableNet(nn.Module):
         self.weights = nn.ParameterDict()
         self.biases = nn.ParameterDict()
         for layer in table.weighted:
-            key = _module_key(layer.id)
+            key = scope_key(layer.id)
             self.weights[key] = nn.Parameter(torch.from_numpy(weights[layer.id].weight).clone(), requires_grad=False)
             self.biases[key] = nn.Parameter(torch.from_numpy(weights[layer.id].bias).clone(), requires_grad=False)
         self.eval()
 
     def layer_fn(self, layer: Layer) -> LayerFn:
         if layer.op in (CONV, LINEAR):
-            key = _module_key(layer.id)
+            key = scope_key(layer.id)
             make = conv_fn if layer.op == CONV else _linear
             return make(layer, self.weights[key], self.biases[key])
         return _unweighted(layer)

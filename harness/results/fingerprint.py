@@ -77,7 +77,7 @@ def collect_hardware(device: Device) -> dict[str, Any]:
 
 
 # module -> the distribution that installs it (what importlib.metadata knows it by)
-DISTRIBUTIONS = {"numpy": "numpy", "torch": "torch", "tvm": "apache-tvm"}
+DISTRIBUTIONS = {"numpy": "numpy", "torch": "torch", "tvm": "apache-tvm", "onnxruntime": "onnxruntime"}
 
 
 def installed_versions(modules: tuple[str, ...]) -> dict[str, str]:
@@ -103,7 +103,7 @@ def installed_versions(modules: tuple[str, ...]) -> dict[str, str]:
 
 def collect_software() -> dict[str, Any]:
     software = {"kernel": platform.release(), "python": platform.python_version(),
-                **installed_versions(("numpy", "torch", "tvm"))}
+                **installed_versions(("numpy", "torch", "tvm", "onnxruntime"))}
     if "torch" in software:  # NNPACK has no version of its own: it is the copy inside torch
         software["nnpack"] = f"libtorch_cpu of torch {software['torch']}"
     return software

@@ -3,7 +3,8 @@ it, `devices emulate` cross-installs it into the emulated board, and errors name
 
 A device needs numpy and pyyaml for every run; the TVM runtime (plus the RPC extras TVM's
 server imports) for the TVM builds and the farm; PyTorch only for the PyTorch builds (the fp32
-reference is computed on the host and shipped with the request).
+reference is computed on the host and shipped with the request); ONNX Runtime for the
+onnxruntime build (its model is exported on the host: no PyTorch needed for it).
 """
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ TVM_RPC_EXTRAS = ["cloudpickle", "psutil", "tornado"]
 # build (104 MB download, ~490 MB installed) that still exports NNPACK from libtorch_cpu.
 TORCH_BY_ARCH = {"x86_64": "torch==2.13.0", "aarch64": "torch==2.9.1"}
 ARCHES_WITH_WHEELS = ("x86_64", "aarch64")
+# ONNX Runtime publishes wheels for x86_64 and aarch64 (Python >= 3.11 for 1.32), none for
+# armv7. Pin matches pyproject.toml.
+ONNXRUNTIME_REQUIREMENT = "onnxruntime==1.32.0"
+ONNXRUNTIME_ARMV7 = "no armv7 wheel (32-bit Raspberry Pi OS): build it on the board or use the 64-bit OS"
 
 
 @dataclass(frozen=True)
@@ -27,9 +32,10 @@ class Requirements:
     base: list[str]  # every run
     tvm: list[str]  # TVM builds and the farm
     torch: list[str]  # PyTorch builds
+    onnxruntime: list[str]  # the onnxruntime build
 
     def all(self, with_torch: bool = True) -> list[str]:
-        return self.base + self.tvm + (self.torch if with_torch else [])
+        return self.base + self.tvm + self.onnxruntime + (self.torch if with_torch else [])
 
 
 def device_requirements(arch: str) -> Requirements:
@@ -37,7 +43,8 @@ def device_requirements(arch: str) -> Requirements:
     has_wheels = arch in ARCHES_WITH_WHEELS
     return Requirements(base=["numpy", "pyyaml"],
                         tvm=TVM_REQUIREMENTS + TVM_RPC_EXTRAS if has_wheels else [],
-                        torch=[TORCH_BY_ARCH[arch]] if arch in TORCH_BY_ARCH else [])
+                        torch=[TORCH_BY_ARCH[arch]] if arch in TORCH_BY_ARCH else [],
+                        onnxruntime=[ONNXRUNTIME_REQUIREMENT] if has_wheels else [])
 
 
 # import name -> how to install it on the device
@@ -48,6 +55,7 @@ INSTALL: dict[str, str] = {
              "x86_64; see docs/pi-setup.md for armv7",
     "tvm": f"pip install {TVM_REQUIREMENTS[0]} on aarch64/x86_64; {TVM_ARMV7}",
     "tvm_ffi": f"pip install {TVM_REQUIREMENTS[1]} on aarch64/x86_64; {TVM_ARMV7}",
+    "onnxruntime": f"pip install {ONNXRUNTIME_REQUIREMENT} on aarch64/x86_64 (Python >= 3.11); {ONNXRUNTIME_ARMV7}",
 }
 # Every run needs these: the measurement code and devices.yaml records. torch is not among
 # them: the host ships the reference output, and a build that needs torch says so.

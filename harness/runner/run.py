@@ -143,7 +143,7 @@ def run_build(build: Build, req: RunRequest, weights, x: np.ndarray, ref: np.nda
 
 def environment(allocator: dict[str, Any]) -> dict[str, Any]:
     return {"python": platform.python_version(), "numpy": np.__version__, "hostname": platform.node(),
-            **installed_versions(("torch", "tvm")), "allocator": allocator}
+            **installed_versions(("torch", "tvm", "onnxruntime")), "allocator": allocator}
 
 
 TORCH_MISSING = "unavailable: torch is not installed on the device; install it: " + install_hint("torch")
