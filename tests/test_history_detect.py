@@ -9,7 +9,7 @@ import pytest
 
 from harness.history import compare_samples, detect_regressions, load_history, per_commit
 
-from tests.conftest import run_cli
+from tests.conftest import as_quiet, run_cli
 
 
 def synthetic(levels: list[float], seed: int, noise: float = 0.03, n: int = 10,
@@ -116,8 +116,10 @@ def test_runs_of_one_commit_are_pooled(tmp_path, tiny_result):
     assert load_history("no-such-device", "unet-tiny", tmp_path).empty
 
 
-def test_compare_two_builds_within_one_result(tiny_result):
-    proc = run_cli("compare", str(tiny_result), "--builds", "caffe2-nnpack", "torch")
+def test_compare_two_builds_within_one_result(tiny_result, tmp_path):
+    quiet = tmp_path / "quiet.json"
+    quiet.write_text(json.dumps(as_quiet(json.loads(tiny_result.read_text()))))
+    proc = run_cli("compare", str(quiet), "--builds", "caffe2-nnpack", "torch")
     assert proc.returncode == 0, proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| caffe2-nnpack -> torch |")]
     layers = [layer["id"] for layer in json.loads(tiny_result.read_text())["builds"][0]["layers"]]

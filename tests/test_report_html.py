@@ -20,6 +20,7 @@ from harness.report.browser import FLAGS, chromium_path, sandbox_flags
 from harness.report.pages import write_compare_report, write_run_report
 from harness.report.speedup import speedup
 from harness.results.store import load_result, save_result
+from tests.conftest import as_quiet
 
 EVIL = '<script>alert(1)</script><img src=x onerror="document.title=\'pwned\'">'
 
@@ -196,7 +197,7 @@ def _history_store(result: Path, root: Path, slow_layer: str, prefix: str = "run
     doc = json.loads(result.read_text())
     commits = [c * 40 for c in "abcd"]
     for i, commit in enumerate(commits):
-        d = copy.deepcopy(doc)
+        d = as_quiet(copy.deepcopy(doc))
         d["harness"]["commit"] = commit
         d["created_utc"] = f"2030-01-0{i + 1}T00:00:00Z"
         for build in d["builds"]:
