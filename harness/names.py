@@ -14,3 +14,15 @@ SAFE_NAME_RULE = "1-64 letters, digits, '.', '_' or '-', starting with a letter 
 
 def is_safe_name(text: str) -> bool:
     return SAFE_NAME.fullmatch(text) is not None
+
+
+def check_known(names: list[str], known, what: str) -> list[str]:
+    """`names`, each one of `known` and each once; else one UserError line (builds, models)."""
+    from harness.errors import UserError  # noqa: PLC0415
+
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UserError(f"unknown {what} {unknown[0]!r}; known {what}s: {', '.join(known)}")
+    if len(set(names)) != len(names):
+        raise UserError(f"a {what} is named twice in {','.join(names)}")
+    return names

@@ -76,14 +76,18 @@ def table():
     return get_model("unet-tiny")
 
 
-@pytest.fixture(scope="session")
-def tiny_result(tmp_path_factory) -> Path:
-    """One real `harness run` of unet-tiny with the PyTorch builds, shared by read-only tests."""
-    out = tmp_path_factory.mktemp("run") / "tiny.json"
-    proc = run_cli("run", "--model", "unet-tiny", "--builds", "caffe2-nnpack,torch",
+def pytorch_run(out: Path, model: str) -> Path:
+    """A real `harness run` of `model` with the PyTorch builds (5 repeats), written to `out`."""
+    proc = run_cli("run", "--model", model, "--builds", "caffe2-nnpack,torch",
                    "--repeats", "5", "--warmup", "1", "--output", str(out))
     assert proc.returncode == 0, proc.stderr
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_result(tmp_path_factory) -> Path:
+    """One real `harness run` of unet-tiny with the PyTorch builds, shared by read-only tests."""
+    return pytorch_run(tmp_path_factory.mktemp("run") / "tiny.json", "unet-tiny")
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from harness.report.browser import FLAGS, chromium_path, sandbox_flags
 from harness.report.pages import write_compare_report, write_run_report
 from harness.report.speedup import speedup
 from harness.results.store import load_result, save_result
-from tests.conftest import as_quiet
+from tests.conftest import as_quiet, pytorch_run
 
 EVIL = '<script>alert(1)</script><img src=x onerror="document.title=\'pwned\'">'
 
@@ -260,13 +260,7 @@ def test_comparison_pages_for_two_commits_and_two_builds(result, tmp_path, open_
 @pytest.fixture(scope="module")
 def second_network(tmp_path_factory) -> Path:
     """A real run of another network (a small SqueezeNet: fire modules, 1x1 and 3x3 convs)."""
-    from tests.conftest import run_cli  # noqa: PLC0415
-
-    out = tmp_path_factory.mktemp("squeeze") / "squeeze.json"
-    proc = run_cli("run", "--model", "squeezenet1.1-small", "--builds", "caffe2-nnpack,torch",
-                   "--repeats", "5", "--warmup", "1", "--output", str(out))
-    assert proc.returncode == 0, proc.stderr
-    return out
+    return pytorch_run(tmp_path_factory.mktemp("squeeze") / "squeeze.json", "squeezenet1.1-small")
 
 
 def test_networks_are_listed_side_by_side_each_with_its_own_page(result, second_network, tmp_path, open_page, capsys):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 
 from harness.builds.base import Build
-from harness.errors import UserError
+from harness.names import check_known
 from harness.kernels.nnpack import BESIDE_OPENMP_ENV
 
 # Name -> "module:Class", in the order results and reports list them.
@@ -40,12 +40,7 @@ def build_names() -> list[str]:
 
 
 def check_build_names(names: list[str]) -> list[str]:
-    unknown = [n for n in names if n not in REGISTRY]
-    if unknown:
-        raise UserError(f"unknown build {unknown[0]!r}; known builds: {', '.join(REGISTRY)}")
-    if len(set(names)) != len(names):
-        raise UserError(f"a build is named twice in {','.join(names)}")
-    return names
+    return check_known(names, REGISTRY, "build")
 
 
 def get_build(name: str) -> Build:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from harness.errors import UserError
+from harness.names import check_known
 from harness.model.layers import Layer, LayerTable, ModelConfig, build_layer_table
 from harness.model.nets.mobilenet_v2 import MobileNetV2Config
 from harness.model.nets.resnet import ResNetConfig
@@ -45,12 +46,7 @@ def model_names(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise UserError(f"no model given; known models: {', '.join(PRESETS)}")
-    unknown = [n for n in names if n not in PRESETS]
-    if unknown:
-        raise UserError(f"unknown model {', '.join(map(repr, unknown))}; known models: {', '.join(PRESETS)}")
-    if len(set(names)) != len(names):
-        raise UserError(f"a model is named twice in {','.join(names)}")
-    return names
+    return check_known(names, PRESETS, "model")
 
 
 __all__ = ["PRESETS", "DEFAULT_MODEL", "get_model", "model_names", "build_layer_table", "Layer", "LayerTable", "ModelConfig",
