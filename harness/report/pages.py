@@ -93,7 +93,7 @@ def write_report(paths: Sequence[Path], out_root: Path = REPORTS_DIR, *,
     listed = []
     for model, files in groups.items():
         page = write_run_report(files, out_root, baseline=baseline, results_root=results_root,
-                                history_commits=history_commits, folder=out / path_part(model))
+                                history_commits=history_commits, folder=out / path_part(model), view=views[model])
         listed.append((model, page.relative_to(out).as_posix(), views[model]))
     page = out / "index.html"
     write_atomic(page, render_networks(devices[0], listed, baseline))
@@ -103,11 +103,13 @@ def write_report(paths: Sequence[Path], out_root: Path = REPORTS_DIR, *,
 def write_run_report(paths: Sequence[Path], out_root: Path = REPORTS_DIR, *,
                      baseline: str = DEFAULT_BASELINE, name: str | None = None,
                      results_root: Path = RESULTS_DIR,
-                     history_commits: Sequence[str] | None = None, folder: Path | None = None) -> Path:
+                     history_commits: Sequence[str] | None = None, folder: Path | None = None,
+                     view: RunView | None = None) -> Path:
     """The report page of `paths` (one device and model); its history is every stored run of
     that device and model (limited to `history_commits` when given) plus `paths`. folder: where
-    the page goes (default: out_root/<device>/<name>)."""
-    view = run_view(paths, baseline)
+    the page goes (default: out_root/<device>/<name>). view: run_view(paths, baseline), when the
+    caller has it already (the networks page)."""
+    view = view or run_view(paths, baseline)
     device, model = view.doc["device"]["name"], view.doc["model"]["name"]
     out = folder or page_dir(out_root, device, name or default_name(view))
     figures = _run_figures(view, out)
