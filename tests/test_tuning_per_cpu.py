@@ -274,3 +274,31 @@ def test_harness_tune_writes_into_the_current_cpus_folder(table, tmp_path):
         assert set(saved["records"]) == workloads
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.json")) == [
         "local/znver3-avx2/tvm-conv2d.json", "local/znver5-avx512/tvm-conv2d.json"]
+
+
+def test_register_tiles_follow_the_register_file(table):
+    """AVX2 (16 ymm) and 32-bit NEON keep tiles of at most 14 accumulators; AVX-512 and AArch64
+    (32 registers) also get 16-28 and 8-row tiles. The narrow space is the one the committed
+    Zen 3 databases were tuned over, unchanged."""
+    from harness.tuning.conv_direct import search_space
+    from harness.tuning.cpukey import vector_registers
+    from harness.tuning.tasks import unique_conv_layers
+
+    assert vector_registers("x86_64", ["avx2", "fma"]) == 16
+    assert vector_registers("x86_64", ["avx2", "avx512f"]) == 32
+    assert vector_registers("aarch64", ["asimd"]) == 32
+    assert vector_registers("armv7l", ["neon"]) == 16
+
+    def accumulators(p, lanes):
+        return p.tf * p.ty * max(1, p.tx // lanes)
+
+    for layer in unique_conv_layers(table):
+        if layer.groups > 1:
+            continue
+        narrow, wide = search_space(layer, 16, 16), search_space(layer, 16, 32)
+        assert set(narrow) <= set(wide)
+        assert max(accumulators(p, 16) for p in narrow) <= 14
+        assert max(accumulators(p, 16) for p in wide) <= 30
+        big = [p for p in wide if accumulators(p, 16) > 14 or p.ty == 8]
+        if layer.out_channels >= 16 and layer.out_shape[2] % 8 == 0:
+            assert big, layer.id

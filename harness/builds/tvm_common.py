@@ -19,7 +19,7 @@ from harness.builds.base import Build, BuildContext
 from harness.builds.tvm_relax import func_name
 from harness.devices.config import Device
 from harness.model.layers import CONV, Layer, LayerTable
-from harness.tuning.cpukey import VECTOR_LANES, vector_unit
+from harness.tuning.cpukey import VECTOR_LANES, vector_registers, vector_unit
 
 
 def host_cpu() -> str:
@@ -47,6 +47,11 @@ def simd_lanes(device: Device, dtype: str = "float32") -> int:
     """fp32 lanes of the widest vector register the target has (the template's tx unit)."""
     lanes = VECTOR_LANES[vector_unit(device.arch, device.isa)]
     return lanes * (2 if dtype == "float16" else 1)
+
+
+def registers(device: Device) -> int:
+    """Vector registers of the device's widest unit: how big a register tile may grow."""
+    return vector_registers(device.arch, device.isa)
 
 
 def lower(mod, target):

@@ -15,7 +15,8 @@ from typing import Any
 
 from harness.builds.base import BuildContext
 from harness.builds.nnpack_layers import conv_kind
-from harness.builds.tvm_common import Plan, TVMBuildBase, lower, make_target, schedule_network, simd_lanes, target_dict
+from harness.builds.tvm_common import (Plan, TVMBuildBase, lower, make_target, registers, schedule_network, simd_lanes,
+                                      target_dict)
 from harness.builds.tvm_relax import emit_relax
 from harness.builds.tvm_vm import tvm_threads
 from harness.devices.config import Device
@@ -58,7 +59,7 @@ def conv_choice(layer: Layer, db: TuningDatabase, device: Device) -> tuple[ConvC
             return grouped_default(layer, simd_lanes(device)), label + UNTUNED
         return GroupedParams.from_json(best), label
     if best is None:
-        return default_params(layer, simd_lanes(device)), "tvm" + UNTUNED
+        return default_params(layer, simd_lanes(device), registers(device)), "tvm" + UNTUNED
     return ConvParams.from_json(best), "tvm"
 
 

@@ -38,6 +38,11 @@ from harness.names import SAFE_NAME_RULE, is_safe_name
 
 # vector unit -> fp32 lanes of its widest register: the templates' tx unit (simd_lanes)
 VECTOR_LANES = {"avx512": 16, "avx2": 8, "avx": 8, "sse": 4, "neon": 4}
+# vector registers the ISA names: AVX-512 and AArch64 have 32, AVX2/AVX/SSE and 32-bit ARM's
+# NEON (as q registers) 16. A register tile's accumulators must fit beside an input vector and
+# a broadcast weight, so this bounds the conv templates' tiles (conv_direct.search_space).
+WIDE_REGISTER_FILE = 32
+NARROW_REGISTER_FILE = 16
 FP16_SUFFIX = "-fp16"
 FP16_KINDS = ("fp16-winograd",)  # kinds whose template computes in fp16 where the CPU can
 X86 = ("x86_64", "i686")
@@ -77,6 +82,13 @@ def vector_unit(arch: str, isa: tuple[str, ...] | list[str]) -> str:
     flags = set(isa)
     return next((unit for unit, flag in (("avx512", "avx512f"), ("avx2", "avx2"), ("avx", "avx")) if flag in flags),
                 "sse")
+
+
+def vector_registers(arch: str, isa: tuple[str, ...] | list[str]) -> int:
+    """How many vector registers the widest unit has (WIDE_REGISTER_FILE's comment)."""
+    unit = vector_unit(arch, isa)
+    wide = unit == "avx512" or (unit == "neon" and arch == "aarch64")
+    return WIDE_REGISTER_FILE if wide else NARROW_REGISTER_FILE
 
 
 def host_llvm_cpu() -> str:

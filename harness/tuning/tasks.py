@@ -132,7 +132,7 @@ def time_callable(fn: Callable[[], Any], repeats: int = REPEATS, min_repeat_ms: 
 def tvm_conv_tasks(table: LayerTable, device: Device, target, simd: int, timer: KernelTimer = LOCAL) -> list[Task]:
     """Per conv workload, the `tvm` build's template tiles: the direct template's for ordinary
     convs (any kernel and stride), the grouped template's for grouped and depthwise ones."""
-    from harness.builds.tvm_common import layer_primfunc, schedule_primfunc  # noqa: PLC0415
+    from harness.builds.tvm_common import layer_primfunc, registers, schedule_primfunc  # noqa: PLC0415
     from harness.builds.tvm_pure import schedule_any_conv  # noqa: PLC0415
     from harness.tuning import conv_grouped  # noqa: PLC0415
     from harness.tuning.conv_direct import ConvParams, search_space  # noqa: PLC0415
@@ -142,7 +142,8 @@ def tvm_conv_tasks(table: LayerTable, device: Device, target, simd: int, timer: 
         func = layer_primfunc(layer, "float32", target)
         data = conv_data(layer)
         grouped = layer.groups > 1
-        space = conv_grouped.search_space(layer, simd) if grouped else ranked(search_space(layer, simd))
+        space = (conv_grouped.search_space(layer, simd) if grouped
+                 else ranked(search_space(layer, simd, registers(device)), registers(device)))
 
         def measure(params: dict[str, Any], func=func, data=data, grouped=grouped) -> list[float]:
             p = conv_grouped.GroupedParams.from_json(params) if grouped else ConvParams.from_json(params)
@@ -153,9 +154,13 @@ def tvm_conv_tasks(table: LayerTable, device: Device, target, simd: int, timer: 
     return tasks
 
 
-def ranked(space):
+def ranked(space, registers: int = 16):
     """Most promising first, so that a small --trials budget still finds a good kernel:
-    rows outermost with per-tile padding, then about 12 accumulators."""
+    rows outermost with per-tile padding, then about 12 accumulators of 16 registers (16 of
+    32: the best tiles measured on Zen 3 and Zen 5). The accumulator count is counted in
+    8-lane vectors, as the Zen 3 ranking was (a 16-lane tile counts twice per vector)."""
+    target = 12 if registers < 32 else 32
+
     def score(p):
-        return (p.order != "yfx_pad", p.order != "yfx", abs(p.tf * p.ty * max(1, p.tx // 8) - 12), -p.tx)
+        return (p.order != "yfx_pad", p.order != "yfx", abs(p.tf * p.ty * max(1, p.tx // 8) - target), -p.tx)
     return sorted(space, key=score)
