@@ -7,6 +7,11 @@ worktree), each saved as its own result file with all its raw samples and a `run
 block tying the N together. Build order rotates from run to run and reverses on
 every other one (Chromium Pinpoint's interleaving): a build is not always measured first,
 warm, or right after the heaviest one.
+
+Two checkouts (or one run two ways) can be measured interleaved too (measure_interleaved):
+run i of every side, then run i+1 in the reverse order of sides (A B B A A B), so a drift of
+the machine during the session falls on both sides alike. The nightly's confirmation measures
+a doubted commit that way against the commit it was compared with (Pinpoint's A/B).
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 from harness.errors import UserError
 from harness.results.store import RESULTS_DIR, load_result, save_new_result
@@ -63,7 +69,18 @@ def run_command(plan: RunPlan, order: list[str], output: Path) -> list[str]:
     return command
 
 
-def run_one(plan: RunPlan, order: list[str], group: str, index: int, repo: Path,
+@dataclass(frozen=True)
+class Side:
+    """What one side of an interleaved measurement runs: a checkout, and variables for its
+    processes only (scripts/verdict_quality.py's knob)."""
+    repo: Path = REPO
+    extra_env: dict[str, str] | None = None
+
+
+Progress = Callable[[int, int, list[str]], None]  # (run index, runs, build order)
+
+
+def run_one(plan: RunPlan, order: list[str], group: dict[str, object], index: int, repo: Path,
             results_dir: Path | None, extra_env: dict[str, str] | None = None) -> Path:
     """One run in a fresh process of the checkout `repo`; its stored result file."""
     env = {**os.environ, **(extra_env or {}),
@@ -76,20 +93,30 @@ def run_one(plan: RunPlan, order: list[str], group: str, index: int, repo: Path,
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise UserError(f"run {index + 1} of {plan.runs} failed (exit {proc.returncode}): {tail}")
         doc = load_result(out)
-    doc["run_group"] = {"id": group, "index": index, "of": plan.runs, "order": order}
+    doc["run_group"] = {**group, "index": index, "of": plan.runs, "order": order}
     return save_new_result(doc, results_dir or RESULTS_DIR)
 
 
-def measure_runs(plan: RunPlan, repo: Path = REPO, results_dir: Path | None = None,
-                 progress=lambda index, total, order: None,
-                 extra_env: dict[str, str] | None = None) -> list[Path]:
-    """plan.runs runs, one after the other; the stored result files, in run order.
-    extra_env: variables for the runs' processes only (scripts/verdict_quality.py's knob)."""
+def measure_interleaved(plan: RunPlan, sides: Sequence[Side], results_dir: Path | None = None,
+                        progress: Progress = lambda index, total, order: None) -> list[list[Path]]:
+    """plan.runs runs of each side, interleaved: round i runs every side once (build order
+    i), every other round in the reverse order of sides. Per side, its stored result files in
+    run order; each side is a run group of its own (its session), naming the others'."""
     if plan.runs < 1:
         raise UserError("--runs must be at least 1")
-    group = uuid.uuid4().hex[:12]
-    paths = []
+    ids = [uuid.uuid4().hex[:12] for _ in sides]
+    groups = [{"id": i, **({"interleaved_with": [o for o in ids if o != i]} if len(ids) > 1 else {})} for i in ids]
+    paths: list[list[Path]] = [[] for _ in sides]
     for index, order in enumerate(build_orders(plan.builds, plan.runs)):
         progress(index, plan.runs, order)
-        paths.append(run_one(plan, order, group, index, repo, results_dir, extra_env))
+        turn = range(len(sides)) if index % 2 == 0 else reversed(range(len(sides)))
+        for s in turn:
+            paths[s].append(run_one(plan, order, groups[s], index, sides[s].repo, results_dir, sides[s].extra_env))
     return paths
+
+
+def measure_runs(plan: RunPlan, repo: Path = REPO, results_dir: Path | None = None,
+                 progress: Progress = lambda index, total, order: None,
+                 extra_env: dict[str, str] | None = None) -> list[Path]:
+    """plan.runs runs of one checkout, one after the other; the stored result files, in run order."""
+    return measure_interleaved(plan, [Side(repo, extra_env)], results_dir, progress)[0]

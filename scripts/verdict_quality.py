@@ -24,8 +24,9 @@ from, as nightlies do. The campaign is --comparisons rounds of:
 
 Both are judged as `harness nightly` judges: against the session before, the baseline pooled
 over its level in the history, alpha split over the series, and any suspect series (a flag,
-or p < alpha as a series alone: Judgement.suspects) confirmed by a second session of the same
-code (and knob) that judges the suspects alone, alpha split over them (--no-confirm: one
+or p < alpha as a series alone: Judgement.suspects) confirmed by a second session that runs
+the code without the knob and with it interleaved (the nightly's A/B against the ancestor:
+A B B A A B) and judges the suspects alone on it, alpha split over them (--no-confirm: one
 session's verdict as it is). A slowed layer counts as caught only if it was suspect after the
 first session and flagged on the second.
 
@@ -58,10 +59,11 @@ from harness.history.compare import E2E, run_rows  # noqa: E402
 from harness.history.judging import confirmed_by, judge_frames, suspect_keys  # noqa: E402
 from harness.runner.testknob import ENV as KNOB  # noqa: E402
 from harness.history.verdict import MIN_LOOKBACK  # noqa: E402
-from harness.runs import DEFAULT_REPEATS, DEFAULT_RUNS, RunPlan, measure_runs  # noqa: E402
+from harness.runs import DEFAULT_REPEATS, DEFAULT_RUNS, RunPlan, Side, measure_interleaved, measure_runs  # noqa: E402
 
 CAUGHT = 0.95
 ROLE = "role.txt"  # in a session's folder: "confirmation" when it re-measured a flagged session
+SIDES = "sides.json"  # in a confirmation's folder: which result files are the base's and which the head's
 
 
 @dataclass
@@ -99,9 +101,11 @@ class Campaign:
         self.count = 0
         self.confirmations = 0  # sessions measured again
 
-    def session(self, knob: str | None = None, confirmation: bool = False) -> pd.DataFrame | None:
-        """The next session's rows; a confirmation is marked as one in its folder, so that a
-        replay finds it where it was measured (and skips one its verdict no longer asks for).
+    def session(self, knob: str | None = None, confirmation: bool = False):
+        """The next session's rows; for a confirmation, (base rows, head rows): the code without
+        the knob and with it, runs interleaved (the nightly's A/B, harness.runs.measure_interleaved).
+        A confirmation is marked as one in its folder, with which files are which side, so that
+        a replay finds it where it was measured (and skips one its verdict no longer asks for).
         None: a replayed confirmation that was never measured."""
         self.count += 1
         where = self.out / f"session{self.count:03d}"
@@ -113,32 +117,39 @@ class Campaign:
             if confirmation and not (where / ROLE).is_file():
                 self.count -= 1
                 return None
-            paths = sorted(where.rglob("*.json"))
-            if not paths:
-                raise SystemExit(f"--replay: no stored session {where}")
+            sides = stored_sides(where, confirmation)
+        elif confirmation:
+            base, head = measure_interleaved(self.plan, [Side(extra_env={KNOB: ""}),
+                                                         Side(extra_env={KNOB: knob or ""})], results_dir=where)
+            (where / ROLE).write_text("confirmation\n")
+            (where / SIDES).write_text(json.dumps({"base": [str(p.relative_to(where)) for p in base],
+                                                   "head": [str(p.relative_to(where)) for p in head]}))
+            sides = {"base": base, "head": head}
         else:
-            paths = measure_runs(self.plan, results_dir=where, extra_env={KNOB: knob or ""})
-            if confirmation:
-                (where / ROLE).write_text("confirmation\n")
+            sides = {"head": measure_runs(self.plan, results_dir=where, extra_env={KNOB: knob or ""})}
         # Each session is a "commit" of its own: identical code, measured at another time.
-        return run_rows(paths).assign(commit=f"session{self.count:03d}")
+        rows = {side: run_rows(paths).assign(commit=f"session{self.count:03d}") for side, paths in sides.items()}
+        return (rows["base"], rows["head"]) if confirmation else rows["head"]
 
     def judged(self, before: pd.DataFrame, knob: str | None = None) -> tuple[pd.DataFrame, Any, Any, Any]:
         """(the session's rows, its judgement, its first session's judgement, the confirmation
-        session's rows or None): suspects are confirmed as the nightly does
-        (harness.nightly.nightly.confirm), by a second session of the same code (and knob) that
-        judges them alone (judging.confirmed_by)."""
+        session's (base, head) rows or None): suspects are confirmed as the nightly does
+        (harness.nightly.nightly.confirm), by a session of the code without the knob and with
+        it, interleaved, that judges them alone (judging.confirmed_by). The base runs are the
+        code `before` measured, so they join its rows in the history, as a nightly stores them."""
         current = self.session(knob)
         first = j = self.judge(before, current)
-        extra = None
+        pair = None
         if first.suspects and self.confirm:
-            extra = self.session(knob, confirmation=True)
-            if extra is not None:
-                extra = extra.assign(commit=current["commit"].iloc[0])
-                j = confirmed_by(first, self.judge(before, extra, suspect_keys(first)))
-                current = pd.concat([current, extra], ignore_index=True)
+            pair = self.session(knob, confirmation=True)
+            if pair is not None:
+                base, extra = pair
+                pair = base.assign(commit=before["commit"].iloc[0]), extra.assign(commit=current["commit"].iloc[0])
+                j = confirmed_by(first, self.judge_ab(*pair, suspect_keys(first)))
+                current = pd.concat([current, pair[1]], ignore_index=True)
+                self.keep(pair[0])
                 self.confirmations += 1
-        return current, j, first, extra
+        return current, j, first, pair
 
     def keep(self, rows: pd.DataFrame) -> None:
         self.history = pd.concat([self.history, rows], ignore_index=True) if not self.history.empty else rows
@@ -146,6 +157,23 @@ class Campaign:
     def judge(self, before: pd.DataFrame, after: pd.DataFrame, series=None):
         # as the nightly judges: the history is the ancestry, the baseline pooled over its level
         return judge_frames("before", before, "after", after, self.history, pool_baseline=True, series=series)
+
+    def judge_ab(self, base: pd.DataFrame, head: pd.DataFrame, series):
+        # as the nightly's confirmation judges: the two sides' runs were interleaved
+        return judge_frames("before", base, "after", head, self.history, series=series, interleaved=True)
+
+
+def stored_sides(where: Path, confirmation: bool) -> dict[str, list[Path]]:
+    """A stored session's result files: {"head": [...]}, or a confirmation's two sides."""
+    if not confirmation:
+        paths = sorted(where.rglob("*.json"))
+        if not paths:
+            raise SystemExit(f"--replay: no stored session {where}")
+        return {"head": paths}
+    if not (where / SIDES).is_file():
+        raise SystemExit(f"--replay: {where} is a confirmation of HEAD alone (an older campaign): the verdict now "
+                         "confirms with an interleaved A/B session; measure a new campaign")
+    return {side: [where / name for name in names] for side, names in json.loads((where / SIDES).read_text()).items()}
 
 
 def judge_identical(c: Campaign, q: ModelQuality, before: pd.DataFrame, i: int, n: int) -> pd.DataFrame:
@@ -175,7 +203,7 @@ def layer_medians(rows: pd.DataFrame, build: str) -> dict[str, float]:
     return ok.groupby("layer")["median_ms"].median().to_dict()
 
 
-def single_layer_caught(c: Campaign, before: pd.DataFrame, first, extra: pd.DataFrame | None,
+def single_layer_caught(c: Campaign, first, pair: tuple[pd.DataFrame, pd.DataFrame] | None,
                         key: tuple[str, str], knobs: dict[str, float]) -> bool:
     """Would a nightly with only key's layer slowed have flagged it? Its first session's
     suspects would be that layer's series and the chance ones of layers without a knob (the
@@ -186,9 +214,9 @@ def single_layer_caught(c: Campaign, before: pd.DataFrame, first, extra: pd.Data
     suspects = [k for k in suspect_keys(first) if k[1] == key[1] or (k[1] not in knobs and k[1] != E2E)]
     if key not in suspects:
         return False
-    if extra is None:  # --no-confirm (or a replayed campaign that stored no confirmation)
+    if pair is None:  # --no-confirm (or a replayed campaign that stored no confirmation)
         return key in {(r.build, r.layer) for r in first.regressions}
-    again = confirmed_by(first, c.judge(before, extra, suspects))
+    again = confirmed_by(first, c.judge_ab(*pair, suspects))
     return key in {(r.build, r.layer) for r in again.regressions}
 
 
@@ -204,14 +232,14 @@ def judge_slowed(c: Campaign, q: ModelQuality, before: pd.DataFrame, fractions: 
     chosen = dict(zip(rng.sample(sorted(medians), len(fractions)), fractions))
     knob = ",".join(f"{layer}={medians[layer] * f:.6f}" for layer, f in chosen.items())
     name = f"session{c.count + 1:03d}"
-    _, j, first, extra = c.judged(before, knob)
+    _, j, first, pair = c.judged(before, knob)
     if j.machine_note:
         q.not_judged += 1
         print(f"  slowed session not judged: {j.machine_note}", flush=True)
         return
     q.knobs[name] = chosen
     flagged = {(r.build, r.layer) for r in j.regressions}
-    caught = {layer for layer in chosen if single_layer_caught(c, before, first, extra, (build, layer), chosen)}
+    caught = {layer for layer in chosen if single_layer_caught(c, first, pair, (build, layer), chosen)}
     for layer, fraction in chosen.items():
         q.sensitivity.setdefault(str(fraction), []).append(layer in caught)
     # every build runs the knob's wait, so only layers without one can be false flags here

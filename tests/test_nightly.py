@@ -180,10 +180,10 @@ def test_nightly_fails_naming_exactly_the_slowed_layer(scratch):
     assert f"machine changed between {c3[:12]} and {c4[:12]}: not compared" in out
     assert f"compared {c4[:12]} with its nearest measured ancestor {c2[:12]}" in last
     assert re.search(rf"moved: torch {re.escape(SLOW)} \+[\d.]+% \(slower\)$", last)
-    # flagged after one session, so measured again: the flag held on the second session alone
-    assert f"measuring {c4[:12]} again to confirm" in out
+    # flagged after one session, so measured again beside c2 (A/B): the flag held on that session
+    assert f"measuring {c2[:12]} and {c4[:12]} again, interleaved, to confirm" in out
     assert re.search(rf"confirmation: 1 series flagged and \d+ suspect after one session of {c4[:12]}; "
-                     r"a second session, judging the suspects alone, flags 1", out)
+                     rf"{c4[:12]} measured again beside {c2[:12]}, judging the suspects alone, flags 1", out)
 
 
 def test_asv_machine_is_per_fingerprint_in_the_repository(scratch):
@@ -199,12 +199,17 @@ def test_asv_machine_is_per_fingerprint_in_the_repository(scratch):
 def test_each_nightly_stored_its_runs_under_its_commit(scratch):
     c1, c2, c3, c4 = scratch.commits
     commits = [json.loads(p.read_text())["harness"]["commit"] for p in scratch.runs()]
-    # c4's flag was confirmed by a second session of c4: its runs twice; c2's nightly measures
-    # again only if a series was suspect by chance (the screen is wide on purpose)
-    c2_sessions = 2 if "again to confirm" in scratch.same.stdout else 1
-    assert sorted(commits) == sorted([c1] * (RUNS + 1) + [c2] * RUNS * c2_sessions + [c3] + [c4] * RUNS * 2)
+    # c4's flag was confirmed by measuring c2 and c4 again, interleaved: c4's runs twice, c2's
+    # once more; c2's nightly measures c1 and c2 again only if a series was suspect by chance
+    # (the screen is wide on purpose)
+    again = "interleaved, to confirm" in scratch.same.stdout
+    assert sorted(commits) == sorted([c1] * (RUNS * (1 + again) + 1) + [c2] * RUNS * (2 + again) + [c3]
+                                     + [c4] * RUNS * 2)
     groups = [json.loads(p.read_text()).get("run_group") for p in scratch.runs() if p != scratch.foreign]
-    assert sorted(g["index"] for g in groups if g) == sorted(list(range(RUNS)) * (3 + c2_sessions))
+    assert sorted(g["index"] for g in groups if g) == sorted(list(range(RUNS)) * (5 + 2 * again))
+    # a confirmation's two sides are sessions of their own, each naming the other
+    pairs = {g["id"]: g["interleaved_with"] for g in groups if g and "interleaved_with" in g}
+    assert len(pairs) == 2 * (1 + again) and all(pairs[other] == [own] for own, (other,) in pairs.items())
 
 
 def _flagged_layers(asv_compare_output: str) -> set[str]:

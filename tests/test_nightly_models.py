@@ -189,8 +189,10 @@ def _runs_of(s: Scratch, model: str) -> list[dict]:
 
 
 def _sessions(proc: subprocess.CompletedProcess, model: str) -> int:
-    """2 if the nightly measured `model` again to confirm a suspect series, else 1."""
-    return 2 if re.search(rf"^nightly: local {re.escape(model)}: .*again to confirm$", proc.stdout, re.M) else 1
+    """2 if the nightly measured `model` again (interleaved with its ancestor) to confirm a
+    suspect series, else 1."""
+    return 2 if re.search(rf"^nightly: local {re.escape(model)}: .*again, interleaved, to confirm$", proc.stdout,
+                          re.M) else 1
 
 
 def test_first_nightly_has_one_entry_per_model(scratch):
@@ -224,15 +226,18 @@ def test_each_model_has_its_own_runs_and_only_the_doubted_one_was_measured_again
     c1, c2 = scratch.commits
     assert _sessions(scratch.second, "unet-tiny") == 2  # flagged, so confirmed
     assert re.search(rf"^nightly: local unet-tiny: confirmation: 1 series flagged and \d+ suspect after one "
-                     rf"session of {c2[:12]}; a second session, judging the suspects alone, flags 1$",
+                     rf"session of {c2[:12]}; {c2[:12]} measured again beside {c1[:12]}, judging the suspects "
+                     r"alone, flags 1$",
                      scratch.second.stdout, re.M)
     groups = {}
     for model in TWO:
         runs = _runs_of(scratch, model)
-        expected = [c1] * RUNS + [c2] * RUNS * _sessions(scratch.second, model)
+        # a confirmation measures c1 and c2 again, interleaved: one more session of each
+        sessions = _sessions(scratch.second, model)
+        expected = [c1] * RUNS * sessions + [c2] * RUNS * sessions
         assert sorted(doc["harness"]["commit"] for doc in runs) == sorted(expected), model
         groups[model] = {doc["run_group"]["id"] for doc in runs}  # one group per session of a model
-        assert len(groups[model]) == 1 + _sessions(scratch.second, model), model
+        assert len(groups[model]) == 2 * sessions, model
     assert not groups["unet-tiny"] & groups["resnet18-small"]
 
 

@@ -231,7 +231,7 @@ def level_segment(before: np.ndarray, past: list[np.ndarray], noise: Noise, thre
 def judge_frames(a_label: str, a: pd.DataFrame, b_label: str, b: pd.DataFrame,
                  history: pd.DataFrame | None = None, threshold: float = 0.05, alpha: float = 0.01,
                  same_session: bool = False, pool_baseline: bool = False,
-                 series: Sequence[Key] | None = None) -> Judgement:
+                 series: Sequence[Key] | None = None, interleaved: bool = False) -> Judgement:
     """Every (build, layer) present on both sides, judged; the sides' commits are left out of
     the history used for the noise (they are counted as the sides themselves).
 
@@ -241,7 +241,11 @@ def judge_frames(a_label: str, a: pd.DataFrame, b_label: str, b: pd.DataFrame,
     pool_baseline: the history is the after side's ancestry in order (the nightly's), and the
     before side's level is pooled over its stretch of it (level_segment).
     series: judge only these (build, layer) series (bisect's one); every layer present still
-    serves the runs' common shifts and the machine's prior."""
+    serves the runs' common shifts and the machine's prior.
+    interleaved: the two sides' runs alternated in one session (measure_interleaved: the
+    nightly's A/B confirmation), so no session shift separates them and only the between-run
+    noise counts; unlike two builds of one run (same_session) each run's common shift is still
+    taken out, and the baseline is not pooled: it is the runs measured beside the other side."""
     note = machine_note(a_label, _ok(a), b_label, _ok(b))
     if note:
         return Judgement(a_label, b_label, [], note)
@@ -272,9 +276,9 @@ def judge_frames(a_label: str, a: pd.DataFrame, b_label: str, b: pd.DataFrame,
     for key in keys:
         noise = noise_from(evidence[key], prior if key[1] != E2E else Prior())
         pool = (level_segment(before[key], past.get(key, []), noise, threshold, series_alpha)
-                if pool_baseline and not same_session else [before[key]])
-        change = judge(np.concatenate(pool), after[key], noise, threshold, series_alpha, same_session,
-                       sessions=(len(pool), after_sessions))
+                if pool_baseline and not (same_session or interleaved) else [before[key]])
+        change = judge(np.concatenate(pool), after[key], noise, threshold, series_alpha,
+                       same_session or interleaved, sessions=(len(pool), after_sessions))
         # what is shown is what was measured: the raw geometric means of the two sides' run medians
         change = replace(change, before_ms=geometric_mean(raw_before[key]), after_ms=geometric_mean(raw_after[key]))
         judged.append(Judged(*key, change, noise, len(pool)))

@@ -25,9 +25,10 @@ from rich.console import Console
 
 from harness.errors import UserError
 from harness.history import Regression, load_history
+from harness.commits import worktree
 from harness.history.ancestry import nearest_measured_ancestor
 from harness.history.command import print_regressions
-from harness.history.judging import Judgement, Key, confirmed_by, judge_frames, machines, moved_summary, suspect_keys
+from harness.history.judging import Judgement, confirmed_by, judge_frames, machines, moved_summary, suspect_keys
 from harness.nightly import asvtool, suite
 from harness.results.document import git, git_commit
 
@@ -81,13 +82,11 @@ def _ancestors(head: str) -> set[str]:
     return set((git("rev-list", head, repo=asvtool.REPO) or "").split())
 
 
-def against_ancestor(history: pd.DataFrame, head: str, threshold: float, alpha: float,
-                     series: list[Key] | None = None,
-                     files: set[str] | None = None) -> tuple[str | None, Judgement | None, list[str]]:
-    """(ancestor compared with, its judgement, notes) for HEAD's runs in `history`; only
-    those of `files` and only `series` when given (a confirmation session's suspects)."""
+def against_ancestor(history: pd.DataFrame, head: str, threshold: float,
+                     alpha: float) -> tuple[str | None, Judgement | None, list[str]]:
+    """(ancestor compared with, its judgement, notes) for HEAD's runs in `history`."""
     ok = history[history["status"] == "ok"]
-    mine = ok[(ok["commit"] == head) & (ok["file"].isin(files) if files is not None else True)]
+    mine = ok[ok["commit"] == head]
     if mine.empty:
         raise UserError(f"the suite stored no result for commit {head[:12]}")
     here = machines(mine)
@@ -104,7 +103,7 @@ def against_ancestor(history: pd.DataFrame, head: str, threshold: float, alpha: 
     lineage = _ancestors(head)
     past = same[same["commit"].isin(lineage) & (same["commit"] != head)]
     judgement = judge_frames(previous[:12], same[same["commit"] == previous], head[:12], mine,
-                             past, threshold, alpha, pool_baseline=True, series=series)
+                             past, threshold, alpha, pool_baseline=True)
     if judgement.busy_note:
         notes.append(judgement.busy_note)
     if judgement.software_notes:
@@ -112,28 +111,34 @@ def against_ancestor(history: pd.DataFrame, head: str, threshold: float, alpha: 
     return previous, judgement, notes
 
 
-def confirm(args: argparse.Namespace, device: str, model: str, head: str, env: dict[str, str],
-            history: pd.DataFrame, first: Judgement,
-            console: Console) -> tuple[pd.DataFrame, Judgement, list[str]]:
-    """Measure HEAD in a second session and judge the first one's suspects on it alone, as a
-    perf sheriff re-runs an alert before filing it (Chromium's Pinpoint); any suspect series
-    asks (Judgement.suspects), not only a flag. Why: a whole session can be hit at once (a
-    neighbour on the VM host, a clock change), moving several layers by 10-15 % where no
-    run-to-run statistic can tell it from a change of the code; it does not happen twice in a
-    row, while a real change holds. The second session tests only the suspects, so alpha is
-    split over them, not over every series (judging.confirmed_by). Only `model` is measured
-    again: the other models' verdicts stand on their own sessions."""
+def confirm(args: argparse.Namespace, device: str, model: str, previous: str, head: str, env: dict[str, str],
+            first: Judgement, console: Console) -> tuple[pd.DataFrame, Judgement, list[str]]:
+    """Measure HEAD again, interleaved with the ancestor it was compared with (Pinpoint's A/B:
+    `previous` in a temporary worktree, runs alternating A B B A A B), and judge the first
+    verdict's suspects on that session alone, as a perf sheriff re-runs an alert before filing
+    it; any suspect series asks (Judgement.suspects), not only a flag.
+    Why A/B rather than HEAD alone against the stored baseline: a machine that moves and stays
+    moved (a neighbour on the VM host, a clock step) shifts a layer by 5-15 % for both of HEAD's
+    sessions, which no comparison with last night's runs can tell from a change of the code;
+    measured side by side, both commits get the same machine, and only the between-run noise
+    is left (judge_frames(..., interleaved=True)). The second session tests only the suspects,
+    so alpha is split over them, not over every series (judging.confirmed_by). Only `model` is
+    measured again: the other models' verdicts stand on their own sessions."""
     flagged, suspects = len(first.regressions), suspect_keys(first)
     console.print(f"nightly: {device} {model}: {flagged} series flagged, {len(suspects)} suspect; measuring "
-                  f"{head[:12]} again to confirm", highlight=False)
-    before = set(history.loc[history["commit"] == head, "file"])
-    suite.measure_model(suite.config_from_env({**os.environ, **env}), model)
+                  f"{previous[:12]} and {head[:12]} again, interleaved, to confirm", highlight=False)
+    config = suite.config_from_env({**os.environ, **env})
+    with worktree(previous, asvtool.REPO) as base:
+        base_files, head_files = suite.measure_model_against(config, model, base)
     history = load_history(device, model)
-    again = set(history.loc[history["commit"] == head, "file"]) - before
-    _, second, notes = against_ancestor(history, head, args.threshold, args.alpha, suspects, again)
-    judgement = confirmed_by(first, second) if second is not None else first
+    second = judge_frames(previous[:12], history[history["file"].isin(base_files)], head[:12],
+                          history[history["file"].isin(head_files)], history, args.threshold, args.alpha,
+                          series=suspects, interleaved=True)
+    notes = [n for n in (second.machine_note, second.busy_note) if n]
+    judgement = confirmed_by(first, second)
     notes.append(f"confirmation: {flagged} series flagged and {len(suspects)} suspect after one session of "
-                 f"{head[:12]}; a second session, judging the suspects alone, flags {len(judgement.regressions)}")
+                 f"{head[:12]}; {head[:12]} measured again beside {previous[:12]}, judging the suspects alone, "
+                 f"flags {len(judgement.regressions)}")
     return history, judgement, notes
 
 
@@ -173,7 +178,7 @@ def judge_model(args: argparse.Namespace, device: str, model: str, head: str, en
     history = load_history(device, model)
     previous, judgement, notes = against_ancestor(history, head, args.threshold, args.alpha)
     if judgement is not None and judgement.suspects and not args.no_confirm:
-        history, judgement, more = confirm(args, device, model, head, env, history, judgement, console)
+        history, judgement, more = confirm(args, device, model, previous, head, env, judgement, console)
         notes += more
     files = [Path(f) for f in history[history["commit"] == head]["file"].unique()]
     return DeviceOutcome(device, model, previous, _regressions(judgement, head), files, judgement, notes)

@@ -33,7 +33,7 @@ from harness.builds import build_names, check_build_names
 from harness.devices import load_devices
 from harness.model import DEFAULT_MODEL, get_model, model_names
 from harness.results.store import load_result
-from harness.runs import DEFAULT_REPEATS, DEFAULT_RUNS, RunPlan, measure_runs
+from harness.runs import DEFAULT_REPEATS, DEFAULT_RUNS, RunPlan, Side, measure_interleaved, measure_runs
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout asv benchmarks
 
@@ -77,13 +77,22 @@ def layer_ids(config: SuiteConfig) -> list[str]:
     return list(dict.fromkeys(layer.id for model in config.models for layer in get_model(model)))
 
 
-def measure_model(config: SuiteConfig, model: str) -> list[str]:
-    """The independent runs of every build of `model` on the device; their result files. The
-    nightly's confirmation calls it alone, to measure again only the model it doubts."""
+def model_plan(config: SuiteConfig, model: str) -> RunPlan:
     device = load_devices(config.devices_file).get(config.device)
-    plan = RunPlan(device.name, model, config.builds, config.warmup, config.repeats,
+    return RunPlan(device.name, model, config.builds, config.warmup, config.repeats,
                    config.runs, Path(config.devices_file) if config.devices_file else None)
-    return [str(p) for p in measure_runs(plan, REPO)]
+
+
+def measure_model(config: SuiteConfig, model: str) -> list[str]:
+    """The independent runs of every build of `model` on the device; their result files."""
+    return [str(p) for p in measure_runs(model_plan(config, model), REPO)]
+
+
+def measure_model_against(config: SuiteConfig, model: str, base: Path) -> tuple[list[str], list[str]]:
+    """The same runs of `model`, this checkout's interleaved with those of the checkout `base`
+    (the nightly's A/B confirmation: only the model it doubts); (base's files, this one's)."""
+    base_files, head_files = measure_interleaved(model_plan(config, model), [Side(base), Side(REPO)])
+    return [str(p) for p in base_files], [str(p) for p in head_files]
 
 
 def measure_once(config: SuiteConfig) -> dict[str, list[str]]:
