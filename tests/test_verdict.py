@@ -184,3 +184,34 @@ def test_a_suspect_series_is_screened_wide_and_confirmed_strict():
             pooled = judge_frames("c6", before, "c7", pd.concat([after, again], ignore_index=True), past)
             two_stage += any(r.layer == "layer7" for r in pooled.regressions)
     assert two_stage > one_session
+
+
+def test_an_interleaved_confirmation_tells_a_moved_machine_from_a_changed_layer():
+    """A machine that moved on one layer (+12 %) and stayed moved: HEAD measured again alone
+    confirms the false alarm; measured beside its ancestor (A/B, interleaved=True) the move
+    falls on both sides and nothing is flagged, while a real +10 % on top of the move is."""
+    import pandas as pd  # noqa: PLC0415
+
+    from harness.history.judging import confirmed_by, judge_frames, suspect_keys  # noqa: PLC0415
+
+    def again(rows: pd.DataFrame, tag: str) -> pd.DataFrame:
+        return rows.assign(file=rows["file"] + tag)
+
+    rng = np.random.default_rng(40)
+    moved = {"layer3": 0.12}
+    past = pd.concat([_runs(rng, f"c{k}", 3) for k in range(6)], ignore_index=True)
+    before = _runs(rng, "c6", 3)
+    first = judge_frames("c6", before, "c7", _runs(rng, "c7", 3, slow=moved), past, pool_baseline=True)
+    suspects = suspect_keys(first)
+    assert ("torch", "layer3") in suspects
+    alone = judge_frames("c6", before, "c7", again(_runs(rng, "c7", 3, slow=moved), "-alone"), past,
+                         pool_baseline=True, series=suspects)
+    assert "layer3" in {r.layer for r in confirmed_by(first, alone).regressions}
+    base = again(_runs(rng, "c6", 3, slow=moved), "-ab")
+    ab = judge_frames("c6", base, "c7", again(_runs(rng, "c7", 3, slow=moved), "-ab"), past,
+                      series=suspects, interleaved=True)
+    assert confirmed_by(first, ab).regressions == []
+    slower = {"layer3": 1.12 * 1.10 - 1}
+    real = judge_frames("c6", base, "c7", again(_runs(rng, "c7", 3, slow=slower), "-real"), past,
+                        series=suspects, interleaved=True)
+    assert [r.layer for r in confirmed_by(first, real).regressions] == ["layer3"]
