@@ -7,7 +7,8 @@ machine file), one `asv run --environment existing --set-commit-hash HEAD` for a
 model, each stored under results/runs/<device>/). Then each model on its own: every build x
 layer of HEAD's runs of that model judged against that model's runs of the nearest ancestor
 of HEAD measured on the same machine (harness.history.judging: run-level test, noise from that
-machine's history of that model), confirmed, when in doubt, by measuring that model again.
+machine's history of that model), confirmed, when in doubt, by measuring that model again beside the ancestor (an interleaved A/B
+session, see confirm).
 Then `asv publish` (reports/asv/) and `harness report` on this commit's result files, one page
 per device (several models: listed side by side, each with its own page). The last line says, per device and model, what was compared with what,
 how many build x layer series were judged and which moved.
