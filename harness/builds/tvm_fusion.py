@@ -23,7 +23,7 @@ are reported (base.absorber_label, fused_into_label, fused_note). The build opti
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness.builds.base import absorber_label, fused_into_label, fused_note
@@ -32,6 +32,8 @@ from harness.tuning.conv_direct import ConvParams, fits_pool, search_space
 from harness.tuning.database import TuningDatabase
 
 LABEL_PREFIX = "tvm"
+REFIT_WHY = {True: "the fitting candidate of its tuning record with the lowest median",
+             False: "the template's default: no fitting candidate measured"}
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ class Fusion:
     """The groups a build fuses (none with the option off)."""
 
     groups: dict[str, FusedGroup]
+    refitted: dict[str, str] = field(default_factory=dict)  # conv id -> its new tile, and why
 
     @property
     def absorbed(self) -> dict[str, str]:
@@ -133,8 +136,12 @@ class Fusion:
         return out
 
     @property
-    def note(self) -> str | None:
-        return fused_note("TVM", self.absorbed)
+    def notes(self) -> list[str]:
+        notes = [fused_note("TVM", self.absorbed)] if self.groups else []
+        if self.refitted:
+            notes.append("conv tiles refitted to hold whole pooling windows per parallel tile: "
+                         + ", ".join(f"{cid} {why}" for cid, why in self.refitted.items()))
+        return notes
 
 
 def plan_fusion(table: LayerTable, choices: dict[str, Any], impls: dict[str, str], db: TuningDatabase,
@@ -145,6 +152,7 @@ def plan_fusion(table: LayerTable, choices: dict[str, Any], impls: dict[str, str
     its pool apart."""
     direct = {lid for lid, c in choices.items() if isinstance(c, ConvParams)}  # grouped: GroupedParams
     groups = find_groups(table, direct)
+    refitted: dict[str, str] = {}
     for conv_id, group in list(groups.items()):
         if not group.after:
             continue
@@ -157,4 +165,5 @@ def plan_fusion(table: LayerTable, choices: dict[str, Any], impls: dict[str, str
             continue
         choices[conv_id], tuned = tile
         impls[conv_id] = LABEL_PREFIX if tuned else LABEL_PREFIX + untuned
-    return Fusion({cid: g for cid, g in groups.items() if g.absorbed})
+        refitted[conv_id] = f"{choices[conv_id].key} ({REFIT_WHY[tuned]})"
+    return Fusion({cid: g for cid, g in groups.items() if g.absorbed}, refitted)

@@ -29,7 +29,7 @@ import numpy as np
 from harness.builds.base import BuildContext
 from harness.builds.tvm_common import Plan, TVMBuildBase, lower, make_target, target_dict
 from harness.builds.nnpack_layers import accepts, conv_shape, layer_rule, make_conv
-from harness.builds.tvm_pure import (ConvChoice, conv_choice, conv_fusion, fusion_notes, is_untuned,
+from harness.builds.tvm_pure import (ConvChoice, conv_choice, conv_fusion, is_untuned,
                                      schedule_any_conv, schedule_fused_network, tuning_database, tuning_notes,
                                      tuning_records)
 from harness.builds.tvm_relax import emit_relax
@@ -186,7 +186,7 @@ class TVMNNPACKBuild(TVMBuildBase):
         mod = schedule_fused_network(ctx, lower(emitted.mod, make_target(ctx.device)), tvm_params, fusion,
                                      skip=set(external))
         untuned = [lid for lid, impl in impls.items() if is_untuned(impl)]
-        notes = tuning_notes(used, ctx.device, untuned) + fusion_notes(fusion)
+        notes = tuning_notes(used, ctx.device, untuned) + fusion.notes
         unchosen = [layer.id for layer in ctx.table.convs
                     if layer.id not in forced and layer_rule(layer) is None
                     and choices.best_params(layer.workload_key()) is None]

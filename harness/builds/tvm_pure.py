@@ -91,8 +91,6 @@ def schedule_fused_network(ctx: BuildContext, mod, choices: dict[str, ConvChoice
         sch, choices[layer.id], fusion.pool_stride(ctx.table, layer.id))), skip=skip)
 
 
-def fusion_notes(fusion: Fusion) -> list[str]:
-    return [fusion.note] if fusion.note else []
 
 
 def is_untuned(impl: str) -> bool:
@@ -101,10 +99,11 @@ def is_untuned(impl: str) -> bool:
 
 def tuning_notes(used: list[Resolution], device: Device, untuned: list[str]) -> list[str]:
     """One line per database (whose it is: this CPU's, a stand-in's, none), then the layers
-    it had no record for."""
+    running an untuned tile: no record for them, or (a conv with a pool fused after it) no
+    measured tile that holds the pool's windows."""
     notes = [f"TVM runtime threads: {tvm_threads()}", *(r.note for r in used)]
     if untuned:
-        notes.append(f"no tuning record for {len(untuned)} conv layer(s) ({', '.join(untuned[:4])}"
+        notes.append(f"no tuned tile for {len(untuned)} conv layer(s) ({', '.join(untuned[:4])}"
                      f"{' ...' if len(untuned) > 4 else ''}): run `harness tune --device {device.name}`")
     return notes
 
@@ -125,5 +124,5 @@ class TVMBuild(TVMBuildBase):
         mod = schedule_fused_network(ctx, lower(emitted.mod, make_target(ctx.device)), choices, fusion)
         untuned = [lid for lid, impl in impls.items() if is_untuned(impl)]
         return Plan(mod, emitted.params, fusion.label(impls),
-                    tuning_notes([used], ctx.device, untuned) + fusion_notes(fusion),
+                    tuning_notes([used], ctx.device, untuned) + fusion.notes,
                     tuning=tuning_records(ctx, [used]), absorbed=fusion.absorbed)

@@ -169,8 +169,8 @@ def tail_blocks(sch, last) -> list:
 
 
 def check_tail(tail: list, params: ConvParams, pool_stride: int) -> None:
-    """A tail computed per tile that cannot hold its windows would be silently wrong (TVM cuts
-    the window's reduction to the rows the tile has), so refuse it here."""
+    """Refuse a tile that cannot hold whole windows: TVM would still schedule it, splitting each
+    window's max between two tiles, which run in parallel (a race, right or wrong by luck)."""
     if tail and not pool_stride:
         raise ValueError("the conv PrimFunc has blocks after its epilogue (a fused pool): give its stride")
     if tail and not fits_pool(params, pool_stride):
