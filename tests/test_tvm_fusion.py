@@ -233,3 +233,19 @@ def test_an_exported_fused_module_loads_with_its_fusion_map(table, device, tmp_p
     assert {lid for lid, ns in times.items() if ns == 0} == set(ABSORBED)
     assert exe.impl("enc0.pool") == "tvm:fused into enc0.conv2"
     assert np.array_equal(out, exe.run(x))
+
+
+def test_a_layer_timed_0_has_no_speedup_on_the_report(tiny_result, tmp_path):
+    from harness.report.view import run_view
+
+    doc = json.loads(tiny_result.read_text())
+    torch_build = next(b for b in doc["builds"] if b["name"] == "torch")
+    pool = next(layer for layer in torch_build["layers"] if layer["id"] == "enc0.pool")
+    pool.update(samples_ms=[0.0] * len(pool["samples_ms"]), median_ms=0.0, gflops=0.0, pct_peak=0.0,
+                impl="tvm:fused into enc0.conv2")  # as the tvm build reports an absorbed layer
+    edited = tmp_path / "fused.json"
+    edited.write_text(json.dumps(doc))
+    rows = {row.layer["id"]: row for row in run_view([edited], baseline="caffe2-nnpack").rows}
+    assert rows["enc0.pool"].cells["torch"].speedup is None  # not an infinite "most improved"
+    assert "most improved" not in rows["enc0.pool"].cells["torch"].marks
+    assert rows["enc0.conv2"].cells["torch"].speedup is not None
