@@ -29,7 +29,7 @@ from typing import Any
 from harness.builds.base import absorber_label, fused_into_label, fused_note
 from harness.model.layers import MAXPOOL, MAXPOOL_RELU, RESIZE_ADD_RELU, Layer, LayerTable
 from harness.tuning.conv_direct import ConvParams, fits_pool, search_space
-from harness.tuning.database import TuningDatabase
+from harness.tuning.database import Candidate, TuningDatabase
 
 LABEL_PREFIX = "tvm"
 REFIT_WHY = {True: "the fitting candidate of its tuning record with the lowest median",
@@ -85,14 +85,16 @@ def find_groups(table: LayerTable, direct: set[str]) -> dict[str, FusedGroup]:
         if layer.op == RESIZE_ADD_RELU and len(reads[layer.id]) == 1 and reads[layer.id][0] in direct:
             conv = reads[layer.id][0]
             groups[conv] = replace(groups.get(conv, FusedGroup(conv)), before=layer.id)
-        elif tiles_input(layer) and layer.inputs[0] in direct and not groups.get(layer.inputs[0], FusedGroup("")).after:
+        elif tiles_input(layer) and layer.inputs[0] in direct:
             conv = layer.inputs[0]
+            if conv in groups and groups[conv].after:
+                continue  # two pools of one conv: the first is fused, the second reads the conv's map
             keep = reads[conv] != [layer.id] or conv == table.output_id
             groups[conv] = replace(groups.get(conv, FusedGroup(conv)), after=layer.id, keep_conv=keep)
     return groups
 
 
-def _median_ms(candidate) -> float:
+def _median_ms(candidate: Candidate) -> float:
     return statistics.median(candidate.samples_ms)
 
 

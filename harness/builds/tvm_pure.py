@@ -91,8 +91,6 @@ def schedule_fused_network(ctx: BuildContext, mod, choices: dict[str, ConvChoice
         sch, choices[layer.id], fusion.pool_stride(ctx.table, layer.id))), skip=skip)
 
 
-
-
 def is_untuned(impl: str) -> bool:
     return UNTUNED in impl  # also when a reason follows: "tvm:untuned (nnpack: ...)"
 
