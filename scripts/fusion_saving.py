@@ -10,8 +10,11 @@ measuring both (the order alternating) with the runner's own loop (harness.runne
 --warmup warm-up passes, then --repeats plain and per-layer timed passes). Per conv that
 took layers in (harness/builds/tvm_fusion.py) it prints the medians of all samples: the
 unfused conv's time plus the absorbed layers' times against the fused kernel's, the saving
-in ms and %, and the whole network's end-to-end medians. Also how much of the machine other
-processes used meanwhile (harness.devices.state): on a shared machine that is the noise.
+in ms and %, whether the change is significant by the nightly's own test (harness.history.
+compare_samples: Mann-Whitney U on the fused kernel's samples against the per-pass sums of
+the unfused layers, p < 0.01 and at least 5 %), and the whole network's end-to-end medians.
+Also how much of the machine other processes used meanwhile (harness.devices.state): on a
+shared machine that is the noise.
 
 A benchmark, not a test. `--model unet-tiny --rounds 2 --repeats 2` checks it in seconds.
 """
@@ -31,6 +34,7 @@ from harness.builds import get_build  # noqa: E402
 from harness.builds.base import BuildContext, relative_error  # noqa: E402
 from harness.devices import load_devices  # noqa: E402
 from harness.devices.state import collect_cpu_seconds, other_cpu_share  # noqa: E402
+from harness.history import compare_samples  # noqa: E402
 from harness.model import get_model  # noqa: E402
 from harness.model.layers import LayerTable  # noqa: E402
 from harness.model.weights import make_input, make_weights  # noqa: E402
@@ -56,6 +60,10 @@ class Pooled:
 
     def ms(self, layer_id: str) -> float:
         return statistics.median(self.layers[layer_id]) / 1e6
+
+    def pass_sums_ms(self, layer_ids: list[str]) -> list[float]:
+        """Per timed pass, the layers' times added up (their samples are aligned by pass)."""
+        return [sum(ns) / 1e6 for ns in zip(*(self.layers[lid] for lid in layer_ids))]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -111,10 +119,12 @@ def group_rows(table: LayerTable, fused_exe: Any, pooled: dict[str, Pooled]) -> 
         fused, unfused = pooled["fused"], pooled["unfused"]
         before = unfused.ms(conv) + sum(unfused.ms(lid) for lid in groups[conv])
         after = fused.ms(conv)
+        change = compare_samples(unfused.pass_sums_ms([conv, *groups[conv]]), fused.pass_sums_ms([conv]))
         rows.append({"conv": conv, "absorbed": groups[conv], "unfused_conv_ms": unfused.ms(conv),
                      "unfused_absorbed_ms": {lid: unfused.ms(lid) for lid in groups[conv]},
                      "unfused_ms": before, "fused_ms": after, "saving_ms": before - after,
-                     "saving_pct": 100 * (before - after) / before, "fused_impl": fused_exe.impl(conv)})
+                     "saving_pct": 100 * (before - after) / before, "fused_impl": fused_exe.impl(conv),
+                     "verdict": change.verdict, "p_value": change.p_value})
     return rows
 
 
@@ -126,12 +136,13 @@ def print_report(rows: list[dict[str, Any]], pooled: dict[str, Pooled], others: 
     if others is not None:
         print(f"other processes used {100 * others:.0f}% of the CPUs meanwhile")
     head = f"{'conv group':<34} {'unfused conv':>12} {'+ absorbed':>10} {'= unfused':>9} {'fused':>8} " \
-           f"{'saving':>8} {'%':>6}"
+           f"{'saving':>8} {'%':>6}  {'fused is (p)':<14}"
     print(head + "\n" + "-" * len(head))
     for row in rows:
         name = f"{row['conv']} (+{', '.join(row['absorbed'])})"
         print(f"{name:<34} {row['unfused_conv_ms']:>12.3f} {sum(row['unfused_absorbed_ms'].values()):>10.3f} "
-              f"{row['unfused_ms']:>9.3f} {row['fused_ms']:>8.3f} {row['saving_ms']:>8.3f} {row['saving_pct']:>5.1f}%")
+              f"{row['unfused_ms']:>9.3f} {row['fused_ms']:>8.3f} {row['saving_ms']:>8.3f} {row['saving_pct']:>5.1f}%  "
+              f"{row['verdict']} ({row['p_value']:.2g})")
     total_before, total_after = sum(r["unfused_ms"] for r in rows), sum(r["fused_ms"] for r in rows)
     print(f"{'all groups':<34} {'':>12} {'':>10} {total_before:>9.3f} {total_after:>8.3f} "
           f"{total_before - total_after:>8.3f} {100 * (total_before - total_after) / total_before:>5.1f}%")
