@@ -4,6 +4,7 @@ databases made here; the builds are real TVM compiles of unet-tiny (a few second
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 
@@ -249,3 +250,25 @@ def test_a_layer_timed_0_has_no_speedup_on_the_report(tiny_result, tmp_path):
     assert rows["enc0.pool"].cells["torch"].speedup is None  # not an infinite "most improved"
     assert "most improved" not in rows["enc0.pool"].cells["torch"].marks
     assert rows["enc0.conv2"].cells["torch"].speedup is not None
+
+
+def test_the_saving_script_measures_every_group(tmp_path, monkeypatch):
+    import importlib.util
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("fusion_saving", REPO / "scripts" / "fusion_saving.py")
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "fusion_saving", script)  # its dataclasses look themselves up there
+    spec.loader.exec_module(script)
+    out = tmp_path / "saving.json"
+    assert script.main(["--model", "unet-tiny", "--rounds", "2", "--repeats", "2", "--tuning-dir", str(tmp_path),
+                        "--output", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert {row["conv"]: row["absorbed"] for row in doc["groups"]} == {
+        conv: [lid for lid, into in ABSORBED.items() if into == conv] for conv in UNET_TINY_GROUPS}
+    for row in doc["groups"]:
+        assert row["unfused_ms"] == pytest.approx(row["unfused_conv_ms"] + sum(row["unfused_absorbed_ms"].values()))
+        assert row["saving_ms"] == pytest.approx(row["unfused_ms"] - row["fused_ms"])
+        assert row["verdict"] in ("faster", "slower", "same")
+    assert all(len(doc["samples_ns"][v]["e2e"]) == 4 for v in ("fused", "unfused"))
