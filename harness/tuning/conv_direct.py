@@ -20,11 +20,13 @@ space only holds divisors.
 The `tvm` builds fuse neighbouring layers into a conv's PrimFunc (harness/builds/tvm_fusion.py),
 and the template takes them as they come:
 - a prologue (ResizeNearest+Add+ReLU before the conv): elementwise blocks feeding pad_temp,
-  inlined into it (inline_prologue), so the padded tile is computed straight from the
-  upsampled map and the skip, and nothing full-size is written between them;
-- a pooled tail (MaxPool[+ReLU] after the conv): blocks after the epilogue, computed per
-  parallel row tile right after the conv tile that wrote their rows (compute_tail), so they
-  read the conv's output from cache. A tile must hold whole pooling windows: `fits_pool`.
+  inlined into it (inline_prologue), so the padding is computed straight from the coarse
+  map and the skip and the upsampled sum is never written (order yfx_pad pads per row tile,
+  recomputing the halo rows; the other orders pad the whole map in one pass first);
+- a pooled tail (MaxPool[+ReLU] after the conv): blocks after the epilogue, computed in the
+  parallel loop right after the conv tile that wrote their rows (compute_tail), so they read
+  the conv's output from cache: per row tile (yfx_pad), per row x channel x column tile (fyx,
+  yfx). A tile must hold whole pooling windows: `fits_pool`.
 """
 from __future__ import annotations
 
