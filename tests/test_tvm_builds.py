@@ -31,8 +31,11 @@ def test_tvm_and_hybrid_match_the_reference_with_layer_ids(table, device, tmp_pa
         assert b["status"] == "ok", b["message"]
         assert b["max_rel_error"] <= b["tolerance"]
         assert [layer["id"] for layer in b["layers"]] == table.ids
-        assert all(len(layer["samples_ms"]) == 2 and layer["median_ms"] > 0 for layer in b["layers"])
-    assert {layer["impl"] for layer in builds["tvm"]["layers"] if layer["op"] == "conv2d"} == {"tvm:untuned"}
+        assert all(len(layer["samples_ms"]) == 2 for layer in b["layers"])
+        # a layer fused into a conv's kernel (tests/test_tvm_fusion.py) has no time of its own
+        assert all(layer["median_ms"] > 0 or layer["impl"].startswith("tvm:fused into") for layer in b["layers"])
+    assert {layer["impl"].split(" (+")[0] for layer in builds["tvm"]["layers"] if layer["op"] == "conv2d"} \
+        == {"tvm:untuned"}
     assert any("harness tune" in note for note in builds["tvm"]["notes"])
 
 
@@ -68,7 +71,9 @@ def test_tuning_writes_a_database_the_next_build_picks_up(table, device, tmp_pat
     assert all(len(r["candidates"]) == 2 for r in saved["records"].values())
     assert all(c["samples_ms"] for r in saved["records"].values() for c in r["candidates"])
 
-    b = run_builds(table, device, ["tvm"], {"tvm": {"tuning_dir": tmp_path}})["tvm"]
+    # unfused: every conv runs the tile tuned for it (a conv with a pool fused after it may need
+    # another: tests/test_tvm_fusion.py)
+    b = run_builds(table, device, ["tvm"], {"tvm": {"tuning_dir": tmp_path, "fuse": False}})["tvm"]
     assert b["status"] == "ok"
     assert {layer["impl"] for layer in b["layers"] if layer["op"] == "conv2d"} == {"tvm"}
 

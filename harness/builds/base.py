@@ -103,3 +103,29 @@ def unsupported_message(layers: list[Layer]) -> str | None:
         more = len(kinds) - MAX_KINDS
         parts.append(f"{more} more kind{'s' if more > 1 else ''}")
     return "this build does not run these layers yet: " + "; ".join(parts)
+
+
+# A layer fused into another layer's kernel has no kernel of its own: it is timed 0, its label
+# says where it went, the absorbing layer's label says what it took in, and a note lists them.
+# ONNX Runtime's fusions (found in its profile) and the TVM builds' (planned) read the same.
+
+def absorber_label(label: str, absorbed: list[str]) -> str:
+    """The absorbing layer's label: `tvm (+enc0.pool fused in)`; `label` itself if none."""
+    return label + (f" (+{', '.join(absorbed)} fused in)" if absorbed else "")
+
+
+def fused_into_label(prefix: str, absorber: str, kernel: str | None = None) -> str:
+    """The absorbed layer's label: `tvm:fused into enc0.conv2`, or with the kernel it ran in,
+    `ort:fused into layer1.0.conv2's Conv(MLAS NCHWc)`."""
+    return f"{prefix}:fused into {absorber}" + (f"'s {kernel}" if kernel else "")
+
+
+def fused_note(by: str, fused_into: dict[str, str], shown: int | None = None) -> str | None:
+    """'2 layer(s) fused by TVM into another layer's kernel, timed 0 there: enc0.pool into
+    enc0.conv2, dec0.up into dec0.conv1' (the first `shown` of them), or None for none."""
+    if not fused_into:
+        return None
+    pairs = [f"{lid} into {into}" for lid, into in fused_into.items()]
+    more = " ..." if shown is not None and len(pairs) > shown else ""
+    return (f"{len(pairs)} layer(s) fused by {by} into another layer's kernel, timed 0 there: "
+            f"{', '.join(pairs[:shown])}{more}")

@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.builds.base import Build, BuildContext
+from harness.builds.base import Build, BuildContext, absorber_label, fused_into_label, fused_note
 from harness.devices.config import Device
 from harness.model.layers import Layer, LayerTable, scope_key
 from harness.runner.deps import ONNXRUNTIME_ARMV7, install_hint
@@ -202,11 +202,10 @@ def impl_label(charge: LayerCharge, charges: dict[str, LayerCharge]) -> str:
     `ort:Resize+Add+Relu`, `ort:MaxPool+ReorderInput` (a layout reorder charged to it),
     `ort:FusedConv(MLAS) (+layer1.0.add fused in)`, `ort:fused into layer1.0.conv2's FusedConv(MLAS)`."""
     if charge.fused_into is not None:
-        return f"ort:fused into {charge.fused_into}'s {'+'.join(charges[charge.fused_into].kernels)}"
+        return fused_into_label("ort", charge.fused_into, "+".join(charges[charge.fused_into].kernels))
     if not charge.kernels and not charge.inserted:
         return "ort:no kernel of its own (fused or removed by ONNX Runtime's graph optimizations)"
-    label = "ort:" + "+".join(charge.kernels + charge.inserted)
-    return label + (f" (+{', '.join(charge.absorbed)} fused in)" if charge.absorbed else "")
+    return absorber_label("ort:" + "+".join(charge.kernels + charge.inserted), charge.absorbed)
 
 
 def session_options(threads: int, profile_prefix: str | None = None) -> Any:  # onnxruntime.SessionOptions
@@ -288,11 +287,9 @@ class ORTExecutable:
         if self.run_ns and self.kernel_ns:
             share = float(np.median(self.kernel_ns)) / float(np.median(self.run_ns))
             notes.append(f"the layers summed to {100 * share:.0f}% of the end-to-end time (medians)")
-        fused = [lid for lid, c in self.charges.items() if c.fused_into]
-        if fused:
-            notes.append(f"{len(fused)} layer(s) fused by ONNX Runtime into another layer's kernel, timed 0 "
-                         f"there: {', '.join(fused[:4])}{' ...' if len(fused) > 4 else ''}")
-        return notes
+        fused = fused_note("ONNX Runtime", {lid: c.fused_into for lid, c in self.charges.items() if c.fused_into},
+                           shown=4)
+        return notes + [fused] if fused else notes
 
 
 class ONNXRuntimeBuild(Build):

@@ -1,4 +1,6 @@
-"""What the TVM builds share: the target, lowering the Relax module, scheduling its kernels.
+"""What the TVM builds share: the target, lowering the Relax module, scheduling its kernels,
+and compiling here or exporting for a device (the manifest carries what the VM needs beside
+the module: labels, notes, external kernels, the layers fused into another's kernel).
 
 Lowering runs Relax's "zero" pipeline (LegalizeOps, FuseOps, FuseTIR): the default CPU
 pipeline neither fuses nor schedules. Conv kernels then get the tuned template parameters
@@ -19,6 +21,7 @@ from harness.builds.base import Build, BuildContext
 from harness.builds.tvm_relax import func_name
 from harness.devices.config import Device
 from harness.model.layers import CONV, Layer, LayerTable
+from harness.tuning.conv_direct import is_reduction
 from harness.tuning.cpukey import VECTOR_LANES, vector_registers, vector_unit
 
 
@@ -77,10 +80,6 @@ def schedule_primfunc(func, schedule: Callable[[Any], Any]):
     return sch.mod["main"]
 
 
-def _is_reduction(sch, block) -> bool:
-    return any(int(iv.iter_type) != 0 for iv in sch.get(block).iter_vars)  # 0: data-parallel
-
-
 MIN_PARALLEL = 64  # fewer rows than this (a linear layer's single row, say) and outputs are split instead
 
 
@@ -114,7 +113,7 @@ def parallel_schedule(sch) -> None:
 
     root = sch.get_sblock("root")
     for block in sch.get_child_blocks(root)[:-1]:
-        if not _is_reduction(sch, block):  # a pool's max or a matmul's sum stays a block
+        if not is_reduction(sch, block):  # a pool's max or a matmul's sum stays a block
             try:
                 sch.compute_inline(block)
             except ScheduleError:
@@ -171,6 +170,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     external: dict[str, str] = field(default_factory=dict)  # layer id -> global function name
     tuning: list[dict[str, Any]] = field(default_factory=list)  # the databases applied (Resolution.record)
+    absorbed: dict[str, str] = field(default_factory=dict)  # layer id -> the conv whose kernel computes it
 
 
 MODULE_FILE = "module.so"
@@ -208,7 +208,8 @@ class TVMBuildBase(Build):
         p = self.plan(ctx)
         keep = self.attach_externals(ctx, p.impls)  # before the long compile: fail fast
         return VMExecutable(compile_module(p.mod, make_target(ctx.device)), p.params, ctx.table.ids, p.impls,
-                            external=p.external, keepalive=keep, notes=p.notes, tuning=p.tuning)
+                            external=p.external, keepalive=keep, notes=p.notes, tuning=p.tuning,
+                            absorbed=p.absorbed)
 
     def export(self, ctx: BuildContext, out_dir: Path) -> list[Path]:
         from harness.deploy.cross import export_for_device  # noqa: PLC0415
@@ -217,7 +218,8 @@ class TVMBuildBase(Build):
         module = export_for_device(compile_module(p.mod, make_target(ctx.device)), ctx.device, out_dir / MODULE_FILE)
         manifest = out_dir / MANIFEST_FILE
         manifest.write_text(json.dumps({"build": self.name, "impls": p.impls, "notes": p.notes, "tuning": p.tuning,
-                                        "external": p.external, "dtype": getattr(self, "dtype", "float32")}))
+                                        "external": p.external, "absorbed": p.absorbed,
+                                        "dtype": getattr(self, "dtype", "float32")}))
         return [module, manifest]
 
     def load(self, ctx: BuildContext, artifact_dir: Path):
@@ -230,4 +232,5 @@ class TVMBuildBase(Build):
         keep = self.attach_externals(ctx, manifest["impls"])
         module = tvm.runtime.load_module(str(artifact_dir / MODULE_FILE))
         return VMExecutable(module, params, ctx.table.ids, manifest["impls"], external=manifest["external"],
-                            keepalive=keep, notes=manifest["notes"], tuning=manifest.get("tuning"))
+                            keepalive=keep, notes=manifest["notes"], tuning=manifest.get("tuning"),
+                            absorbed=manifest.get("absorbed", {}))  # none in a manifest from before fusion

@@ -12,8 +12,11 @@ workload in tuning/<device>/<cpu-key>/tvm-nnpack.json, the way a tuning log is s
 
 NNPACK layers are emitted as `R.call_dps_packed` into a global function registered per layer;
 it wraps the VM's tensors zero-copy through DLPack and calls NNPACK into the output buffer.
-Everything else stays fused TVM code. A layer can be forced to an implementation with the
-build option {"force": {"enc1.conv2": "nnpack:wt8x8/precompute"}}.
+Everything else stays fused TVM code, fused as in `tvm` (harness/builds/tvm_fusion.py): a
+MaxPool+ReLU into the conv before it, a ResizeNearest+Add+ReLU into the conv after it, where
+that conv runs TVM's kernel (never into an NNPACK one: those layers stay their own kernels);
+{"fuse": false} turns that off. A layer can be forced to an implementation with the build
+option {"force": {"enc1.conv2": "nnpack:wt8x8/precompute"}}.
 """
 from __future__ import annotations
 
@@ -24,9 +27,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from harness.builds.base import BuildContext
-from harness.builds.tvm_common import Plan, TVMBuildBase, lower, make_target, schedule_network, target_dict
+from harness.builds.tvm_common import Plan, TVMBuildBase, lower, make_target, target_dict
 from harness.builds.nnpack_layers import accepts, conv_shape, layer_rule, make_conv
-from harness.builds.tvm_pure import (conv_choice, is_untuned, schedule_any_conv, tuning_database, tuning_notes,
+from harness.builds.tvm_pure import (ConvChoice, conv_choice, conv_fusion, is_untuned,
+                                     schedule_any_conv, schedule_fused_network, tuning_database, tuning_notes,
                                      tuning_records)
 from harness.builds.tvm_relax import emit_relax
 from harness.devices.config import Device
@@ -166,29 +170,31 @@ class TVMNNPACKBuild(TVMBuildBase):
         if unknown:
             raise UserError(f"forced layer {sorted(unknown)[0]!r} is not a convolution of {ctx.table.config.name}")
         impls = {layer.id: TVM_IMPL for layer in ctx.table}
-        tvm_params = {}
+        tvm_params: dict[str, ConvChoice] = {}
         for layer in ctx.table.convs:
             impl = layer_choice(layer, choices, forced)
             if impl == TVM_IMPL:
-                tvm_params[layer.id], label = conv_choice(layer, tvm_db, ctx.device)
-                impls[layer.id] = tvm_label(layer, label)
+                tvm_params[layer.id], impls[layer.id] = conv_choice(layer, tvm_db, ctx.device)
             else:
                 parse_impl(impl)
                 impls[layer.id] = impl
+        fusion = conv_fusion(ctx, tvm_params, impls, tvm_db)  # TVM's convs only: NNPACK's are external
+        for lid in tvm_params:
+            impls[lid] = tvm_label(ctx.table[lid], impls[lid])
         external = nnpack_globals(ctx.table, impls)
-        emitted = emit_relax(ctx.table, ctx.weights, external=external)
-        mod = schedule_network(lower(emitted.mod, make_target(ctx.device)), ctx.table,
-                               lambda layer: (lambda sch: schedule_any_conv(sch, tvm_params[layer.id])),
-                               skip=set(external))
+        emitted = emit_relax(ctx.table, ctx.weights, external=external, fused=fusion.groups)
+        mod = schedule_fused_network(ctx, lower(emitted.mod, make_target(ctx.device)), tvm_params, fusion,
+                                     skip=set(external))
         untuned = [lid for lid, impl in impls.items() if is_untuned(impl)]
-        notes = tuning_notes(used, ctx.device, untuned)
+        notes = tuning_notes(used, ctx.device, untuned) + fusion.notes
         unchosen = [layer.id for layer in ctx.table.convs
                     if layer.id not in forced and layer_rule(layer) is None
                     and choices.best_params(layer.workload_key()) is None]
         if unchosen:
             notes.append(f"no hybrid choice for {len(unchosen)} conv layer(s), TVM used: run "
                          f"`harness tune --device {ctx.device.name} --builds tvm-nnpack`")
-        return Plan(mod, emitted.params, impls, notes, external, tuning_records(ctx, used))
+        return Plan(mod, emitted.params, fusion.label(impls), notes, external, tuning_records(ctx, used),
+                    absorbed=fusion.absorbed)
 
 
 def hybrid_tasks(table: LayerTable, device: Device, db: TuningDatabase, root: Path,

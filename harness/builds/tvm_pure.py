@@ -1,6 +1,10 @@
 """`tvm`: the network compiled by Apache TVM, every kernel TVM's own.
 
-Each layer is one fused kernel (conv+bias+ReLU, MaxPool+ReLU, ResizeNearest+Add+ReLU, ...).
+Each layer is one fused kernel (conv+bias+ReLU, MaxPool+ReLU, ResizeNearest+Add+ReLU, ...),
+and, as in the UNet study, a MaxPool+ReLU is computed inside the conv before it and a
+ResizeNearest+Add+ReLU inside the conv after it (harness/builds/tvm_fusion.py: the patterns,
+how they are reported, the tile a pooled conv needs); the option {"fuse": false} keeps every
+layer its own kernel.
 Convolutions use the direct-conv template (any kernel and stride), grouped and depthwise ones
 the grouped template, with the parameters found by `harness tune` for this device's CPU
 (tuning/<device>/<cpu-key>/tvm-conv2d.json, or the database harness.tuning.database's
@@ -17,6 +21,7 @@ from harness.builds.base import BuildContext
 from harness.builds.nnpack_layers import conv_kind
 from harness.builds.tvm_common import (Plan, TVMBuildBase, lower, make_target, registers, schedule_network, simd_lanes,
                                       target_dict)
+from harness.builds.tvm_fusion import Fusion, fusion_enabled, plan_fusion
 from harness.builds.tvm_relax import emit_relax
 from harness.builds.tvm_vm import tvm_threads
 from harness.devices.config import Device
@@ -63,11 +68,28 @@ def conv_choice(layer: Layer, db: TuningDatabase, device: Device) -> tuple[ConvC
     return ConvParams.from_json(best), "tvm"
 
 
-def schedule_any_conv(sch, params: ConvChoice):
-    """The conv template the parameters belong to, applied to one conv PrimFunc."""
+def schedule_any_conv(sch, params: ConvChoice, pool_stride: int = 0):
+    """The conv template the parameters belong to, applied to one conv PrimFunc (with the pool
+    of that stride fused after it: direct template only)."""
     if isinstance(params, GroupedParams):
         return schedule_grouped(sch, params)
-    return schedule_conv(sch, params)
+    return schedule_conv(sch, params, pool_stride)
+
+
+def conv_fusion(ctx: BuildContext, choices: dict[str, ConvChoice], impls: dict[str, str],
+                db: TuningDatabase) -> Fusion:
+    """What the build fuses into its direct-template convs (none with {"fuse": false}); the
+    tiles of pooled convs are fitted in `choices` and `impls` (tvm_fusion.plan_fusion)."""
+    if not fusion_enabled(ctx.options):
+        return Fusion({})
+    return plan_fusion(ctx.table, choices, impls, db, simd_lanes(ctx.device), registers(ctx.device), UNTUNED)
+
+
+def schedule_fused_network(ctx: BuildContext, mod, choices: dict[str, ConvChoice], fusion: Fusion,
+                           skip: set[str] = frozenset()):
+    """schedule_network with each conv's template, told the stride of a pool fused after it."""
+    return schedule_network(mod, ctx.table, lambda layer: (lambda sch: schedule_any_conv(
+        sch, choices[layer.id], fusion.pool_stride(ctx.table, layer.id))), skip=skip)
 
 
 def is_untuned(impl: str) -> bool:
@@ -76,10 +98,11 @@ def is_untuned(impl: str) -> bool:
 
 def tuning_notes(used: list[Resolution], device: Device, untuned: list[str]) -> list[str]:
     """One line per database (whose it is: this CPU's, a stand-in's, none), then the layers
-    it had no record for."""
+    running an untuned tile: no record for them, or (a conv with a pool fused after it) no
+    measured tile that holds the pool's windows."""
     notes = [f"TVM runtime threads: {tvm_threads()}", *(r.note for r in used)]
     if untuned:
-        notes.append(f"no tuning record for {len(untuned)} conv layer(s) ({', '.join(untuned[:4])}"
+        notes.append(f"no tuned tile for {len(untuned)} conv layer(s) ({', '.join(untuned[:4])}"
                      f"{' ...' if len(untuned) > 4 else ''}): run `harness tune --device {device.name}`")
     return notes
 
@@ -95,9 +118,10 @@ class TVMBuild(TVMBuildBase):
         choices: dict[str, ConvChoice] = {}
         for layer in ctx.table.convs:
             choices[layer.id], impls[layer.id] = conv_choice(layer, used.db, ctx.device)
-        emitted = emit_relax(ctx.table, ctx.weights)
-        mod = schedule_network(lower(emitted.mod, make_target(ctx.device)), ctx.table,
-                               lambda layer: (lambda sch: schedule_any_conv(sch, choices[layer.id])))
+        fusion = conv_fusion(ctx, choices, impls, used.db)
+        emitted = emit_relax(ctx.table, ctx.weights, fused=fusion.groups)
+        mod = schedule_fused_network(ctx, lower(emitted.mod, make_target(ctx.device)), choices, fusion)
         untuned = [lid for lid, impl in impls.items() if is_untuned(impl)]
-        return Plan(mod, emitted.params, impls, tuning_notes([used], ctx.device, untuned),
-                    tuning=tuning_records(ctx, [used]))
+        return Plan(mod, emitted.params, fusion.label(impls),
+                    tuning_notes([used], ctx.device, untuned) + fusion.notes,
+                    tuning=tuning_records(ctx, [used]), absorbed=fusion.absorbed)

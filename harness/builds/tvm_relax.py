@@ -1,4 +1,4 @@
-"""Emit the layer table as a Relax module, one named function per layer.
+"""Emit the layer table as a Relax module, one named function per kernel.
 
 Each layer becomes a private Relax function marked Primitive and named after its layer id
 (`enc1.conv2` -> `enc1__conv2`). FuseOps leaves Primitive functions alone and FuseTIR turns
@@ -7,13 +7,18 @@ each into exactly one PrimFunc of the same name, so:
   ResizeNearest+Add+ReLU are each one kernel, and so is every other layer of the table
   (conv+bias+ReLU6, a linear layer with its flatten, a channel shuffle's reshapes);
 - the symbol `vm.set_instrument` reports is the layer id, with no guessing.
+The `tvm` builds go one step further (harness/builds/tvm_fusion.py): a conv's function can
+also compute the pool after it (returning the pool's map, or the tuple (conv's, pool's) when
+other layers read the conv's too) or the ResizeNearest+Add+ReLU before it (taking that
+layer's inputs). That function is still named after the conv, and the absorbed layers have
+none: FuseTIR makes one PrimFunc of the whole group.
 A layer can instead be handed to an external function (the hybrid's NNPACK convolutions),
 emitted as `R.call_dps_packed` to a registered global.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +26,9 @@ from harness.model.layers import (ADD, AVGPOOL, CHANNEL_SHUFFLE, CHANNEL_SLICE, 
                                   LINEAR, MAXPOOL, MAXPOOL_RELU, RELU, RELU6, RESIZE_ADD_RELU, RESIZE_NEAREST, Layer,
                                   LayerTable)
 from harness.model.weights import ConvWeights
+
+if TYPE_CHECKING:
+    from harness.builds.tvm_fusion import FusedGroup
 
 SEP = "__"
 
@@ -116,12 +124,14 @@ def _unweighted_body(layer: Layer, args: list, out_hw: tuple[int, ...]):
 
 
 def emit_relax(table: LayerTable, weights: dict[str, ConvWeights], dtype: str = "float32",
-               external: dict[str, str] | None = None, kernels: dict[str, Any] | None = None) -> Emitted:
+               external: dict[str, str] | None = None, kernels: dict[str, Any] | None = None,
+               fused: dict[str, FusedGroup] | None = None) -> Emitted:
     """The layer table as Relax. `external` maps layer ids to global function names called through
     R.call_dps_packed (destination-passing: the callee writes into the output tensor).
     `kernels` maps layer ids to ready (scheduled) PrimFuncs (the layer's inputs, [weight, bias,]
     out), added under the layer's name and called with call_tir; a conv's weight argument is
-    weights[id].weight as given, whatever its shape (e.g. Winograd-transformed)."""
+    weights[id].weight as given, whatever its shape (e.g. Winograd-transformed).
+    `fused` maps conv ids to the layers fused into their function (tvm_fusion.FusedGroup)."""
     from tvm import relax  # noqa: PLC0415
 
     external = external or {}
@@ -129,8 +139,11 @@ def emit_relax(table: LayerTable, weights: dict[str, ConvWeights], dtype: str = 
     in_dtype = "float32"  # the network's interface stays fp32; fp16 builds cast inside
 
     kernels = kernels or {}
-    gvars = {layer.id: _emit_layer_function(bb, layer, [_src_shape(table, s) for s in layer.inputs], dtype)
-             for layer in table if layer.id not in external and layer.id not in kernels}
+    fused = fused or {}
+    absorbed = {lid for group in fused.values() for lid in group.absorbed}
+    gvars = {layer.id: _emit_group_function(bb, table, fused[layer.id], dtype) if layer.id in fused
+             else _emit_layer_function(bb, layer, [_src_shape(table, s) for s in layer.inputs], dtype)
+             for layer in table if layer.id not in external and layer.id not in kernels and layer.id not in absorbed}
     for lid, prim in kernels.items():  # already scheduled: FuseOps must not merge it (opaque)
         gvars[lid] = bb.add_func(prim.with_attrs({"global_symbol": func_name(lid), "op_pattern": 8}), func_name(lid))
 
@@ -149,6 +162,11 @@ def emit_relax(table: LayerTable, weights: dict[str, ConvWeights], dtype: str = 
         with bb.dataflow():
             acts = {INPUT: bb.emit(relax.op.astype(x, dtype)) if dtype != in_dtype else x}
             for layer in table:
+                if layer.id in absorbed:
+                    continue  # computed by its conv's function
+                if layer.id in fused:
+                    _emit_group_call(bb, table, fused[layer.id], gvars[layer.id], acts, wvars[layer.id])
+                    continue
                 ins = [acts[s] for s in layer.inputs]
                 if layer.id in external:
                     acts[layer.id] = bb.emit(relax.call_dps_packed(
@@ -202,6 +220,50 @@ def _emit_layer_function(bb, layer: Layer, input_shapes: list, dtype: str):
             out = bb.emit_output(_layer_body(layer, params, dtype, tuple(layer.out_shape[2:])))
         bb.emit_func_output(out)
     return bb.get().get_global_var(func_name(layer.id))
+
+
+def _group_inputs(table: LayerTable, group: FusedGroup) -> tuple[str, ...]:
+    """What the group's function reads (before its weights): the inputs of its first layer."""
+    return table[group.before].inputs if group.before else table[group.conv].inputs
+
+
+def _emit_group_function(bb, table: LayerTable, group: FusedGroup, dtype: str):
+    """A private Primitive function computing a conv with the layers fused into it, named after
+    the conv: [resize+add+relu ->] conv+bias[+act] [-> pool], returning the pool's map, or
+    (conv's, pool's) when the conv's own output is read elsewhere too."""
+    from tvm import relax  # noqa: PLC0415
+
+    conv = table[group.conv]
+    shapes = [_src_shape(table, s) for s in _group_inputs(table, group)]
+    types = [_tensor(shape, dtype) for shape in shapes] + [_tensor(conv.weight_shape, dtype),
+                                                           _tensor(bias_shape(conv), dtype)]
+    params = [relax.Var(f"p{i}", t) for i, t in enumerate(types)]
+    *ins, w, b = params
+    attrs = {"Primitive": True, "harness.layer": conv.id, "harness.fused": ",".join(group.absorbed)}
+    with bb.function(func_name(conv.id), params, attrs=attrs, private=True):
+        with bb.dataflow():
+            if group.before:
+                ins = [bb.emit(_layer_body(table[group.before], ins, dtype, tuple(conv.in_shape[2:])))]
+            out = bb.emit(_layer_body(conv, [*ins, w, b], dtype, tuple(conv.out_shape[2:])))
+            if group.after:
+                after = table[group.after]
+                pooled = bb.emit(_layer_body(after, [out], dtype, tuple(after.out_shape[2:])))
+                out = bb.emit(relax.Tuple([out, pooled])) if group.keep_conv else pooled
+            result = bb.emit_output(out)
+        bb.emit_func_output(result)
+    return bb.get().get_global_var(func_name(conv.id))
+
+
+def _emit_group_call(bb, table: LayerTable, group: FusedGroup, gvar, acts: dict, weights: tuple) -> None:
+    """Call the group's function in main and bind the outputs it gives to their layers."""
+    from tvm import relax  # noqa: PLC0415
+
+    out = bb.emit(relax.Call(gvar, [acts[s] for s in _group_inputs(table, group)] + list(weights)))
+    if group.after and group.keep_conv:
+        acts[group.conv] = bb.emit(relax.TupleGetItem(out, 0))
+        acts[group.after] = bb.emit(relax.TupleGetItem(out, 1))
+    else:
+        acts[group.after or group.conv] = out
 
 
 def emit_layer(layer: Layer, dtype: str = "float32"):

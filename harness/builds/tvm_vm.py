@@ -2,8 +2,9 @@
 
 The Relax VM has no profiler; `set_instrument(fn)` calls fn before and after every call the VM
 makes. Layer functions are named after layer ids (see tvm_relax), so each timing maps to a
-layer id directly; VM builtins (allocation, shape checks) are not layers and only count in
-the end-to-end time. Two VMs share the executable: the plain one, used for end-to-end
+layer id directly. A layer fused into a conv's kernel (tvm_fusion) has no call of its own: it
+is timed 0 and the conv's call times the whole kernel. VM builtins (allocation, shape checks)
+are not layers and only count in the end-to-end time. Two VMs share the executable: the plain one, used for end-to-end
 samples, never has an instrument installed, so it pays no callback overhead.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ class VMExecutable:
     def __init__(self, executable: Any, params: list[np.ndarray], layer_ids: list[str],
                  impls: dict[str, str], external: dict[str, str] | None = None,
                  keepalive: Any = None, notes: list[str] | None = None,
-                 tuning: list[dict[str, Any]] | None = None):
+                 tuning: list[dict[str, Any]] | None = None, absorbed: dict[str, str] | None = None):
         import tvm  # noqa: PLC0415
         # tvm.runtime.vm, not tvm.relax (the same class): a runtime-only TVM, as the armv7 board's,
         # cannot import tvm.relax ("tvm.ir._ffi_api has no attribute 'RegisterOpAttr'").
@@ -43,7 +44,8 @@ class VMExecutable:
         self.keepalive = keepalive  # e.g. registered NNPACK kernels the module calls into
         # symbol the VM reports -> layer id
         self.symbols = {name: lid for lid, name in (external or {}).items()}
-        self.layer_ids = set(layer_ids)
+        self.absorbed = dict(absorbed or {})  # layer id -> the conv whose kernel computes it
+        self.layer_ids = set(layer_ids) - set(self.absorbed)  # the layers with a call of their own
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.vm["main"](self._tensor(x), *self.params).numpy()
@@ -51,10 +53,13 @@ class VMExecutable:
     def run_timed(self, x: np.ndarray, clock: Clock) -> tuple[np.ndarray, dict[str, int]]:
         starts: dict[str, int] = {}
         times: dict[str, int] = {}
+        called_absorbed: set[str] = set()
 
         def instrument(func, symbol, before_run, ret, *args):
             lid = self.symbols.get(symbol) or layer_id_of(symbol)
-            if lid in self.layer_ids:
+            if lid in self.absorbed:
+                called_absorbed.add(lid)
+            elif lid in self.layer_ids:
                 if before_run:
                     starts[lid] = clock()
                 else:
@@ -67,7 +72,10 @@ class VMExecutable:
         if missing:
             raise RuntimeError(f"the VM reported no call for layers {sorted(missing)}: "
                                "was a layer function inlined or renamed?")
-        return out, times
+        if called_absorbed:
+            raise RuntimeError(f"layers {sorted(called_absorbed)} are said to be fused into another layer's kernel "
+                               "but have a call of their own: the module and its fusion map disagree")
+        return out, {**times, **{lid: 0 for lid in self.absorbed}}
 
     def impl(self, layer_id: str) -> str:
         return self.impls[layer_id]

@@ -217,7 +217,8 @@ def _apply_baseline(builds: list[BuildRun], rows: list[LayerRow], baseline: str)
     for row in rows:
         ref = row.cells.get(baseline)
         for name, cell in row.cells.items():
-            if ref is not None and name != baseline:
+            # a layer fused into another's kernel is timed 0: no ratio (it is in its absorber's)
+            if ref is not None and name != baseline and cell.median_ms > 0 and ref.median_ms > 0:
                 cell.speedup = speedup(ref.samples, cell.samples)
     return None
 

@@ -16,6 +16,17 @@ knobs. The template works on the PrimFunc that FuseTIR makes of one conv layer
 tf x ty x (tx / simd) accumulators stay in vector registers: the knobs are the register tile
 and the loop order. Non-divisible tiles work through predicates but run 2-4x slower, so the
 space only holds divisors.
+
+The `tvm` builds fuse neighbouring layers into a conv's PrimFunc (harness/builds/tvm_fusion.py),
+and the template takes them as they come:
+- a prologue (ResizeNearest+Add+ReLU before the conv): elementwise blocks feeding pad_temp,
+  inlined into it (inline_prologue), so the padding is computed straight from the coarse
+  map and the skip and the upsampled sum is never written (order yfx_pad pads per row tile,
+  recomputing the halo rows; the other orders pad the whole map in one pass first);
+- a pooled tail (MaxPool[+ReLU] after the conv): blocks after the epilogue, computed in the
+  parallel loop right after the conv tile that wrote their rows (compute_tail), so they read
+  the conv's output from cache: per row tile (yfx_pad), per row x channel x column tile (fyx,
+  yfx). A tile must hold whole pooling windows: `fits_pool`.
 """
 from __future__ import annotations
 
@@ -85,10 +96,21 @@ def default_params(layer: Layer, simd_lanes: int = 8, registers: int = 16) -> Co
     return space[0] if space else ConvParams(1, 1, layer.out_shape[3], "yfx")
 
 
-def schedule_conv(sch, params: ConvParams):
-    """Apply the template in place to a tvm.s_tir.Schedule of one fused conv PrimFunc."""
+def fits_pool(params: ConvParams, stride: int) -> bool:
+    """Can a pool of this stride (non-overlapping windows) follow the conv per parallel tile?
+    Each tile of the parallel loop must hold whole windows: ty rows always, and tx columns where
+    the parallel loop also tiles the columns (orders fyx and yfx)."""
+    return params.ty % stride == 0 and (params.order == "yfx_pad" or params.tx % stride == 0)
+
+
+def schedule_conv(sch, params: ConvParams, pool_stride: int = 0):
+    """Apply the template in place to a tvm.s_tir.Schedule of one fused conv PrimFunc.
+    `pool_stride`: the stride of the pool fused after the conv (0: none), which the tile must fit."""
     conv = sch.get_sblock("conv2d_nchw")
+    inline_prologue(sch)
     epilogue = fold_epilogue(sch, conv)
+    tail = tail_blocks(sch, epilogue or conv)
+    check_tail(tail, params, pool_stride)
     n, f, y, x, rc, ry, rx = sch.get_loops(conv)
     fo, fi = sch.split(f, [None, params.tf])
     yo, yi = sch.split(y, [None, params.ty])
@@ -109,6 +131,7 @@ def schedule_conv(sch, params: ConvParams):
     else:
         outer = sch.fuse(n, yo)
     sch.parallel(outer)
+    compute_tail(sch, tail, outer)
     sch.unroll(rx)
     sch.unroll(fi)
     sch.unroll(yi)
@@ -123,9 +146,15 @@ def schedule_conv(sch, params: ConvParams):
     return sch
 
 
+def is_reduction(sch, block) -> bool:
+    return any(int(iv.iter_type) != 0 for iv in sch.get(block).iter_vars)  # 0: data-parallel
+
+
 def fold_epilogue(sch, conv):
-    """Inline the elementwise chain after the conv (bias add, ...) into its last block, which
-    writes the function's output; return that block (None if the conv writes it)."""
+    """Inline the elementwise chain after the conv (bias add, activation) into its last block,
+    which writes the conv's value; return that block (None if the conv writes it). The chain
+    ends at a block no one reads (the function's output) or one a reduction reads (a fused
+    pool: the tail, which may read it from an output of the function too)."""
     block = conv
     while True:
         consumers = sch.get_consumers(block)
@@ -134,6 +163,38 @@ def fold_epilogue(sch, conv):
         if len(consumers) != 1:
             raise ValueError("the conv epilogue is not a chain")
         nxt = consumers[0]
-        if not sch.get_consumers(nxt):
+        after = sch.get_consumers(nxt)
+        if not after or any(is_reduction(sch, b) for b in after):
             return nxt
         sch.compute_inline(nxt)
+
+
+def inline_prologue(sch) -> None:
+    """Inline every block computing the conv's input (a fused ResizeNearest+Add+ReLU) into
+    pad_temp, nearest first, so the template pads straight from the layer before's inputs."""
+    pad = sch.get_sblock("pad_temp")
+    while producers := sch.get_producers(pad):
+        for block in producers:
+            sch.compute_inline(block)
+
+
+def tail_blocks(sch, last) -> list:
+    """The blocks after the conv's last epilogue block (a fused pool and its ReLU), in order."""
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    names = [sch.get(b).name_hint for b in blocks]
+    return blocks[names.index(sch.get(last).name_hint) + 1:]
+
+
+def check_tail(tail: list, params: ConvParams, pool_stride: int) -> None:
+    """Refuse a tile that cannot hold whole windows: TVM would still schedule it, splitting each
+    window's max between two tiles, which run in parallel (a race, right or wrong by luck)."""
+    if tail and not pool_stride:
+        raise ValueError("the conv PrimFunc has blocks after its epilogue (a fused pool): give its stride")
+    if tail and not fits_pool(params, pool_stride):
+        raise ValueError(f"tile {params.key} does not hold whole {pool_stride}x{pool_stride} pooling windows")
+
+
+def compute_tail(sch, tail: list, outer) -> None:
+    """Each tail block per parallel tile, after the conv tile that wrote the rows it reads."""
+    for block in tail:
+        sch.reverse_compute_at(block, outer, preserve_unit_loops=True)
