@@ -20,7 +20,7 @@ from harness.devices import load_devices
 from harness.devices.clock import CLOCK_PROBE, read_clock
 from harness.devices.cprobe import LAUNCHER_ENV, compile_probe, probe_binary, run_on_every_core
 from harness.devices.fma import FMA_PROBE, PROBE_ENV, REPEATS, fma_gflops, measure_fma_peak
-from harness.devices.peak_basis import (MEASURED_CLOCK, NOMINAL_CLOCK, apply_basis, basis_of, choose_basis,
+from harness.devices.peak_basis import (MEASURED_CLOCK, NOMINAL_CLOCK, apply_basis, basis_of, choose_basis, measured_clock,
                                         pct_peak_gflops)
 from harness.devices.peaks import FAKE_CPUINFO_ENV, detect_host
 from harness.report.peak_check import direct_layers_above_peak, peak_warnings
@@ -157,6 +157,17 @@ def test_pct_peak_uses_the_measured_clock_exactly_when_the_clock_is_not_pinned(s
         assert "no C compiler" in chosen.reason
 
 
+def test_the_peak_takes_the_higher_clock_of_before_and_after_the_run():
+    """A reading is CPU time over dependent adds: a shared or ramping core reads low, never high."""
+    state = {"governor": None, "freq_fixed": None, "clock_mhz_measured": 3893.0}
+    assert measured_clock(state, {"clock_mhz_measured": 4218.0}) == 4218.0
+    assert measured_clock(state, {"clock_mhz_measured": 3000.0}) == 3893.0
+    assert measured_clock(state, {"clock_mhz_measured": None}) == 3893.0 == measured_clock(state, None)
+    assert measured_clock({"clock_mhz_measured": None}, {"clock_mhz_measured": 4000.0}) == 4000.0
+    chosen = choose_basis(DEVICE, state, {"clock_mhz_measured": 4218.0})
+    assert chosen.basis == MEASURED_CLOCK and chosen.clock_mhz == 4218.0 and "before and after" in chosen.reason
+
+
 def test_an_emulated_board_keeps_its_pis_clock():
     chosen = choose_basis({**DEVICE, "emulated": True}, {"governor": None, "clock_mhz_measured": 700.0})
     assert chosen.basis == NOMINAL_CLOCK and chosen.clock_mhz == 2400.0 and "qemu" in chosen.reason
@@ -167,9 +178,11 @@ def test_a_run_records_both_peaks_and_the_measured_fma_beside_them(tiny_result):
     basis every pct_peak is a share of, and system.fma_peak keeps the raw run times."""
     doc = load_result(tiny_result)  # checked against the schema
     before, dev = doc["system"]["before"], doc["device"]
-    assert dev["peak"] == choose_basis(dev, before).to_json()
+    after = doc["system"]["after"]
+    assert dev["peak"] == choose_basis(dev, before, after).to_json()
     if before["clock_mhz_measured"]:  # a clock that is not pinned (this project's VMs)
-        assert dev["peak"]["basis"] == MEASURED_CLOCK and dev["peak"]["clock_mhz"] == before["clock_mhz_measured"]
+        assert dev["peak"]["basis"] == MEASURED_CLOCK
+        assert dev["peak"]["clock_mhz"] == max(before["clock_mhz_measured"], after.get("clock_mhz_measured") or 0)
     assert_derived_numbers_agree(doc)
     fma = doc["system"]["fma_peak"]
     assert fma["copies"] == dev["cores"] and len(fma["fp32"]["samples_s"]) == dev["cores"]
@@ -275,4 +288,4 @@ def test_a_run_over_ssh_measures_the_fma_throughput_on_the_device(sshd, tmp_path
     doc = load_result(out)
     fma = doc["system"]["fma_peak"]
     assert fma["copies"] == 1 and fma["fp32"] is not None, fma["note"]
-    assert doc["device"]["peak"] == choose_basis(doc["device"], doc["system"]["before"]).to_json()
+    assert doc["device"]["peak"] == choose_basis(doc["device"], doc["system"]["before"], doc["system"]["after"]).to_json()
