@@ -32,8 +32,8 @@ import numpy as np
 from harness.builds.base import BuildContext
 from harness.builds.fp16_layers import memory_layer_primfunc
 from harness.builds.nnpack_layers import conv_kind
-from harness.builds.tvm_common import (MANIFEST_FILE, Plan, TVMBuildBase, lower, make_target, schedule_network,
-                                       schedule_primfunc, simd_lanes)
+from harness.builds.tvm_common import (MANIFEST_FILE, Plan, TVMBuildBase, lower, make_target, registers,
+                                       schedule_network, schedule_primfunc, simd_lanes)
 from harness.builds.tvm_pure import tuning_database, tuning_notes, tuning_records
 from harness.builds.tvm_relax import emit_relax, relax_params
 from harness.devices.config import Device
@@ -87,7 +87,8 @@ def impl_label(params: KernelParams, device: Device, tuned: bool, kind: str = "c
 
 def kernel_choice(layer: Layer, db: TuningDatabase, device: Device) -> tuple[KernelParams, str]:
     best = db.best_params(layer.workload_key())
-    params = params_from_json(best) if best else default_params(layer, simd_lanes(device, compute_dtype(device)))
+    params = params_from_json(best) if best else default_params(layer, simd_lanes(device, compute_dtype(device)),
+                                                                registers(device))
     return params, impl_label(params, device, tuned=best is not None, kind=conv_kind(layer))
 
 
@@ -208,5 +209,6 @@ def winograd_tasks(table: LayerTable, device: Device, db: TuningDatabase, root: 
             return timer.tvm_kernel(layer_kernel(layer, p, device), target, inputs, STORAGE,
                                    KERNEL_TOLERANCE[compute_dtype(device)])
 
-        tasks.append(Task(layer.workload_key(), layer, [p.to_json() for p in kernel_space(layer, simd)], measure))
+        tasks.append(Task(layer.workload_key(), layer, [p.to_json() for p in kernel_space(layer, simd, registers=registers(device))],
+                          measure))
     return tasks

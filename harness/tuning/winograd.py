@@ -428,25 +428,26 @@ def winograd_applies(layer: Layer) -> bool:
     return is_study_conv(layer)
 
 
-def direct_space(layer: Layer, simd: int = 8, direct: int = 6) -> list[DirectParams]:
-    """The `direct` most promising tiles of the direct template, or the grouped template's."""
+def direct_space(layer: Layer, simd: int = 8, direct: int = 6, registers: int = 16) -> list[DirectParams]:
+    """The `direct` most promising tiles of the direct template (for a register file of
+    `registers` vectors), or the grouped template's."""
     from harness.tuning.tasks import ranked  # noqa: PLC0415
 
     if layer.groups > 1:
         return [DirectParams(c) for c in conv_grouped.search_space(layer, simd)]
-    return [DirectParams(c) for c in ranked(search_space(layer, simd))[:direct]]
+    return [DirectParams(c) for c in ranked(search_space(layer, simd, registers), registers)[:direct]]
 
 
-def kernel_space(layer: Layer, simd: int = 8, direct: int = 6) -> list[KernelParams]:
+def kernel_space(layer: Layer, simd: int = 8, direct: int = 6, registers: int = 16) -> list[KernelParams]:
     """Winograd candidates and the `direct` most promising direct tiles; the direct ones
     first where a side has few channels (the 3-channel input and head), where they win."""
-    direct_tiles = direct_space(layer, simd, direct)
+    direct_tiles = direct_space(layer, simd, direct, registers)
     if min(layer.in_channels, layer.out_channels) < 16:
         return [*direct_tiles, *winograd_space(layer, simd)]
     return [*winograd_space(layer, simd), *direct_tiles]
 
 
-def default_params(layer: Layer, simd: int = 8) -> KernelParams:
+def default_params(layer: Layer, simd: int = 8, registers: int = 16) -> KernelParams:
     """Untuned: Winograd F(4x4) where the layer is Winograd-shaped, else the direct template
     (the grouped one for grouped and depthwise convs)."""
     if layer.in_channels >= 16 and layer.out_channels >= 16:
@@ -457,4 +458,4 @@ def default_params(layer: Layer, simd: int = 8) -> KernelParams:
         return DirectParams(conv_grouped.default_params(layer, simd))
     from harness.tuning.conv_direct import default_params as direct_default  # noqa: PLC0415
 
-    return DirectParams(direct_default(layer, simd))
+    return DirectParams(direct_default(layer, simd, registers))
