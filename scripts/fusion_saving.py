@@ -4,7 +4,7 @@
     .venv/bin/python scripts/fusion_saving.py [--model unet] [--build tvm] [--device local]
         [--rounds 6] [--repeats 3] [--warmup 1] [--tuning-dir DIR] [--output FILE.json]
 
-Compiles the build twice in ONE process, fused (the default) and with {"fuse": false}, checks
+Compiles the build twice in ONE process, with every fusion ({"fuse": "all"}) and with none, checks
 both against the PyTorch reference, then measures them interleaved: --rounds rounds, each
 measuring both (the order alternating) with the runner's own loop (harness.runner.measure:
 --warmup warm-up passes, then --repeats plain and per-layer timed passes). Per conv that

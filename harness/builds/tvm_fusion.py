@@ -17,8 +17,16 @@ Found from the layer table's graph (which layer reads which), for any network:
 
 The absorbed layer has no kernel of its own: the VM times it 0, its label is
 `tvm:fused into <conv>` and the conv's `<label> (+<ids> fused in)`, as ONNX Runtime's fusions
-are reported (base.absorber_label, fused_into_label, fused_note). The build option
-{"fuse": false} turns it off: every layer its own kernel again.
+are reported (base.absorber_label, fused_into_label, fused_note).
+
+Which fusions a build makes is its option "fuse": "pools" (the default), "all" (or true) for
+both, "none" (or false) for neither: every layer its own kernel. Why pools only by default:
+measured on the Zen 5 (scripts/fusion_saving.py, fused and unfused interleaved in one
+process, tuned tiles), the pool fusions are even (-1.5 % to +2.9 % per group) while the resize
+fusions cost 4-19 % per group (-1.6 ms end to end): the padding recomputes the upsampled sum
+for each row tile's halo rows, in scalar code, where the separate layer is one vectorised pass
+whose output stays in this machine's caches. On a board with small caches the balance may
+turn: measure it there with the same script before choosing "all".
 """
 from __future__ import annotations
 
@@ -27,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness.builds.base import absorber_label, fused_into_label, fused_note
+from harness.errors import UserError
 from harness.model.layers import MAXPOOL, MAXPOOL_RELU, RESIZE_ADD_RELU, Layer, LayerTable
 from harness.tuning.conv_direct import ConvParams, fits_pool, search_space
 from harness.tuning.database import Candidate, TuningDatabase
@@ -50,9 +59,18 @@ class FusedGroup:
         return [lid for lid in (self.before, self.after) if lid]
 
 
-def fusion_enabled(options: dict[str, Any]) -> bool:
-    """The build option {"fuse": false} turns fusion off (to measure what it saves)."""
-    return bool(options.get("fuse", True))
+POOL, RESIZE = "pool", "resize"  # a pool after a conv; a resize+add+relu before one
+FUSE_CHOICES = {"all": frozenset({POOL, RESIZE}), True: frozenset({POOL, RESIZE}),
+                "pools": frozenset({POOL}), "none": frozenset(), False: frozenset()}
+DEFAULT_FUSE = "pools"  # the module docstring says why
+
+
+def fusion_kinds(options: dict[str, Any]) -> frozenset[str]:
+    """The fusions the build option "fuse" asks for ("pools" unless set)."""
+    value = options.get("fuse", DEFAULT_FUSE)
+    if not isinstance(value, (str, bool)) or value not in FUSE_CHOICES:
+        raise UserError(f'build option "fuse": {value!r} is not one of "all", "pools", "none" (or true, false)')
+    return FUSE_CHOICES[value]
 
 
 def readers(table: LayerTable) -> dict[str, list[str]]:
@@ -76,16 +94,18 @@ def tiles_input(layer: Layer) -> bool:
         and h % s == 0 and w % s == 0
 
 
-def find_groups(table: LayerTable, direct: set[str]) -> dict[str, FusedGroup]:
+def find_groups(table: LayerTable, direct: set[str],
+                kinds: frozenset[str] = FUSE_CHOICES["all"]) -> dict[str, FusedGroup]:
     """Conv id -> its group, for the convs in `direct` (those TVM's direct template runs) that a
-    pool follows or a resize_add_relu feeds (the module docstring's patterns)."""
+    pool follows or a resize_add_relu feeds (the module docstring's patterns), of `kinds`."""
     reads = readers(table)
     groups: dict[str, FusedGroup] = {}
     for layer in table:
-        if layer.op == RESIZE_ADD_RELU and len(reads[layer.id]) == 1 and reads[layer.id][0] in direct:
+        if RESIZE in kinds and layer.op == RESIZE_ADD_RELU and len(reads[layer.id]) == 1 \
+                and reads[layer.id][0] in direct:
             conv = reads[layer.id][0]
             groups[conv] = replace(groups.get(conv, FusedGroup(conv)), before=layer.id)
-        elif tiles_input(layer) and layer.inputs[0] in direct:
+        elif POOL in kinds and tiles_input(layer) and layer.inputs[0] in direct:
             conv = layer.inputs[0]
             if conv in groups and groups[conv].after:
                 continue  # two pools of one conv: the first is fused, the second reads the conv's map
@@ -148,13 +168,14 @@ class Fusion:
 
 
 def plan_fusion(table: LayerTable, choices: dict[str, Any], impls: dict[str, str], db: TuningDatabase,
-                lanes: int, registers: int, untuned: str) -> Fusion:
+                lanes: int, registers: int, untuned: str,
+                kinds: frozenset[str] = FUSE_CHOICES["all"]) -> Fusion:
     """The groups among the convs TVM's direct template runs (`choices` holding ConvParams),
     with the tiles of convs followed by a pool fitted to it: `choices` and `impls` (the base
     label, `tvm` or `tvm` + `untuned`) are updated in place; a conv with no fitting tile keeps
     its pool apart."""
     direct = {lid for lid, c in choices.items() if isinstance(c, ConvParams)}  # grouped: GroupedParams
-    groups = find_groups(table, direct)
+    groups = find_groups(table, direct, kinds)
     refitted: dict[str, str] = {}
     for conv_id, group in list(groups.items()):
         if not group.after:

@@ -15,7 +15,7 @@ it wraps the VM's tensors zero-copy through DLPack and calls NNPACK into the out
 Everything else stays fused TVM code, fused as in `tvm` (harness/builds/tvm_fusion.py): a
 MaxPool+ReLU into the conv before it, a ResizeNearest+Add+ReLU into the conv after it, where
 that conv runs TVM's kernel (never into an NNPACK one: those layers stay their own kernels);
-{"fuse": false} turns that off. A layer can be forced to an implementation with the build
+the option "fuse" chooses which ("pools" by default, "all", "none"). A layer can be forced to an implementation with the build
 option {"force": {"enc1.conv2": "nnpack:wt8x8/precompute"}}.
 """
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """`tvm`: the network compiled by Apache TVM, every kernel TVM's own.
 
 Each layer is one fused kernel (conv+bias+ReLU, MaxPool+ReLU, ResizeNearest+Add+ReLU, ...),
-and, as in the UNet study, a MaxPool+ReLU is computed inside the conv before it and a
+and, as in the UNet study, a MaxPool+ReLU can be computed inside the conv before it and a
 ResizeNearest+Add+ReLU inside the conv after it (harness/builds/tvm_fusion.py: the patterns,
-how they are reported, the tile a pooled conv needs); the option {"fuse": false} keeps every
-layer its own kernel.
+how they are reported, the tile a pooled conv needs); the option "fuse" chooses: "pools" (the
+default, measured the better here), "all", "none".
 Convolutions use the direct-conv template (any kernel and stride), grouped and depthwise ones
 the grouped template, with the parameters found by `harness tune` for this device's CPU
 (tuning/<device>/<cpu-key>/tvm-conv2d.json, or the database harness.tuning.database's
@@ -21,7 +21,7 @@ from harness.builds.base import BuildContext
 from harness.builds.nnpack_layers import conv_kind
 from harness.builds.tvm_common import (Plan, TVMBuildBase, lower, make_target, registers, schedule_network, simd_lanes,
                                       target_dict)
-from harness.builds.tvm_fusion import Fusion, fusion_enabled, plan_fusion
+from harness.builds.tvm_fusion import Fusion, fusion_kinds, plan_fusion
 from harness.builds.tvm_relax import emit_relax
 from harness.builds.tvm_vm import tvm_threads
 from harness.devices.config import Device
@@ -78,11 +78,14 @@ def schedule_any_conv(sch, params: ConvChoice, pool_stride: int = 0):
 
 def conv_fusion(ctx: BuildContext, choices: dict[str, ConvChoice], impls: dict[str, str],
                 db: TuningDatabase) -> Fusion:
-    """What the build fuses into its direct-template convs (none with {"fuse": false}); the
-    tiles of pooled convs are fitted in `choices` and `impls` (tvm_fusion.plan_fusion)."""
-    if not fusion_enabled(ctx.options):
+    """What the build fuses into its direct-template convs (its option "fuse": pools by
+    default, tvm_fusion's docstring says why); the tiles of pooled convs are fitted in
+    `choices` and `impls` (tvm_fusion.plan_fusion)."""
+    kinds = fusion_kinds(ctx.options)
+    if not kinds:
         return Fusion({})
-    return plan_fusion(ctx.table, choices, impls, db, simd_lanes(ctx.device), registers(ctx.device), UNTUNED)
+    return plan_fusion(ctx.table, choices, impls, db, simd_lanes(ctx.device), registers(ctx.device), UNTUNED,
+                       kinds)
 
 
 def schedule_fused_network(ctx: BuildContext, mod, choices: dict[str, ConvChoice], fusion: Fusion,
