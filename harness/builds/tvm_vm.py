@@ -4,8 +4,9 @@ The Relax VM has no profiler; `set_instrument(fn)` calls fn before and after eve
 makes. Layer functions are named after layer ids (see tvm_relax), so each timing maps to a
 layer id directly. A layer fused into a conv's kernel (tvm_fusion) has no call of its own: it
 is timed 0 and the conv's call times the whole kernel. VM builtins (allocation, shape checks)
-are not layers and only count in the end-to-end time. Two VMs share the executable: the plain one, used for end-to-end
-samples, never has an instrument installed, so it pays no callback overhead.
+are not layers and only count in the end-to-end time. Two VMs share the executable: the plain
+one, used for end-to-end samples, never has an instrument installed, so it pays no callback
+overhead.
 """
 from __future__ import annotations
 
