@@ -282,14 +282,15 @@ def head_to_head(layer: Layer, ms_func, tm_func, target, data, rounds: int, ms: 
     part of one; so each side's figure is its quietest round (lowest median): its median and
     its 5 samples, every round's samples kept beside it. MetaSchedule's figures become these;
     the template's go under tm["now"]."""
-    from harness.tuning.tasks import LOCAL  # noqa: PLC0415
+    from harness.tuning.tasks import compile_kernel, time_compiled  # noqa: PLC0415
 
     ms_rounds: list[list[float]] = []
     tm_rounds: list[list[float]] = []
     try:
+        ms_kernel, tm_kernel = compile_kernel(ms_func, target), compile_kernel(tm_func, target)  # once, not per round
         for _ in range(rounds):
-            ms_rounds.append(LOCAL.tvm_kernel(ms_func, target, data, "float32", TOLERANCE))
-            tm_rounds.append(LOCAL.tvm_kernel(tm_func, target, data, "float32", TOLERANCE))
+            ms_rounds.append(time_compiled(ms_kernel, data, "float32", TOLERANCE))
+            tm_rounds.append(time_compiled(tm_kernel, data, "float32", TOLERANCE))
     except Exception as exc:  # noqa: BLE001
         tm["now"] = {"error": f"head-to-head timing failed: {type(exc).__name__}: {str(exc).strip()[:400]}"}
         return

@@ -30,7 +30,6 @@ turn: measure it there with the same script before choosing "all".
 """
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -38,7 +37,7 @@ from harness.builds.base import absorber_label, fused_into_label, fused_note
 from harness.errors import UserError
 from harness.model.layers import MAXPOOL, MAXPOOL_RELU, RESIZE_ADD_RELU, Layer, LayerTable
 from harness.tuning.conv_direct import ConvParams, fits_pool, search_space
-from harness.tuning.database import Candidate, TuningDatabase
+from harness.tuning.database import TuningDatabase
 
 LABEL_PREFIX = "tvm"
 REFIT_WHY = {True: "the fitting candidate of its tuning record with the lowest median",
@@ -114,10 +113,6 @@ def find_groups(table: LayerTable, direct: set[str],
     return groups
 
 
-def _median_ms(candidate: Candidate) -> float:
-    return statistics.median(candidate.samples_ms)
-
-
 def pool_tile(layer: Layer, stride: int, db: TuningDatabase, lanes: int,
               registers: int) -> tuple[ConvParams, bool] | None:
     """The tile for `layer` with a pool of `stride` fused after it, when the build's own choice
@@ -127,7 +122,7 @@ def pool_tile(layer: Layer, stride: int, db: TuningDatabase, lanes: int,
     fitting = [c for c in (record.candidates if record else []) if c.ok
                and fits_pool(ConvParams.from_json(c.params), stride)]
     if fitting:
-        return ConvParams.from_json(min(fitting, key=_median_ms).params), True
+        return ConvParams.from_json(min(fitting, key=lambda c: c.median_ms).params), True
     space = [p for p in search_space(layer, lanes, registers) if fits_pool(p, stride)]
     rows_outer = [p for p in space if p.order == "yfx_pad"]  # as default_params prefers
     return ((rows_outer or space)[0], False) if space else None

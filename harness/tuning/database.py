@@ -53,6 +53,10 @@ class Candidate:
     def key(self) -> str:
         return json.dumps(self.params, sort_keys=True)
 
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.samples_ms)  # type: ignore[arg-type]
+
 
 @dataclass
 class Record:
@@ -71,7 +75,7 @@ class Record:
 
     def best_median_ms(self) -> float | None:
         best = self.best()
-        return statistics.median(best.samples_ms) if best else None  # type: ignore[arg-type]
+        return best.median_ms if best else None
 
 
 @dataclass

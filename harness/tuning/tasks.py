@@ -102,13 +102,24 @@ def verify_and_time(kernel, dev, args: list, ref: np.ndarray, tolerance: float) 
     return [t * 1e3 for t in timer(*args).results]
 
 
+def compile_kernel(func, target):
+    """One layer's PrimFunc compiled for this machine: the module verify_and_time runs."""
+    import tvm  # noqa: PLC0415
+
+    return tvm.compile(tvm.IRModule({"main": func}), target=target).mod
+
+
 def time_tvm_kernel(func, target, data: dict[str, np.ndarray], dtype: str, tolerance: float) -> list[float]:
     """Compile one layer's PrimFunc, verify it, return per-repeat times in ms."""
+    return time_compiled(compile_kernel(func, target), data, dtype, tolerance)
+
+
+def time_compiled(kernel, data: dict[str, np.ndarray], dtype: str, tolerance: float) -> list[float]:
+    """A compiled kernel (compile_kernel) verified and timed here, per-repeat times in ms."""
     import tvm  # noqa: PLC0415
 
     dev = tvm.cpu()
-    lib = tvm.compile(tvm.IRModule({"main": func}), target=target)
-    return verify_and_time(lib.mod, dev, kernel_args(data, dtype, dev), data["ref"], tolerance)
+    return verify_and_time(kernel, dev, kernel_args(data, dtype, dev), data["ref"], tolerance)
 
 
 def time_callable(fn: Callable[[], Any], repeats: int = REPEATS, min_repeat_ms: float = MIN_REPEAT_MS) -> list[float]:
