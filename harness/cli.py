@@ -143,7 +143,7 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
     budget = Budget.of(args.trials, args.minutes)
     root = {"root": args.tuning_dir} if args.tuning_dir else {}
     tune(device, get_model(args.model), args.builds or list(TUNABLE), budget, console, restart=args.restart,
-         candidate_timeout_s=args.candidate_timeout, **root)
+         candidate_timeout_s=args.candidate_timeout, layers=args.layers, **root)
     return 0
 
 
@@ -290,8 +290,10 @@ def make_parser() -> argparse.ArgumentParser:
     tune.add_argument("--candidate-timeout", type=_positive_float, default=None, metavar="S",
                       help="ssh and rpc devices: a candidate not done on the board after S seconds is "
                            "recorded as timed out and the search goes on (default 300)")
+    tune.add_argument("--layers", type=_name_list, default=None, metavar="ID,ID",
+                      help="tune only these conv layers' workloads (default: every conv of the model)")
     tune.add_argument("--restart", action="store_true",
-                      help="forget this model's earlier measurements and search again")
+                      help="forget these workloads' earlier measurements and search again")
     tune.add_argument("--tuning-dir", type=Path, default=None, metavar="DIR",
                       help="where the databases go, DIR/<device>/<cpu-key>/ (default: tuning/)")
     tune.set_defaults(func=cmd_tune)

@@ -79,6 +79,9 @@ class ModelQuality:
     series_judged: int = 0
     series_flagged: int = 0
     flagged: list[str] = field(default_factory=list)
+    # identical-code series past the threshold and noise band in a confirmation, not flagged
+    # because its interleaved runs disagreed (verdict.runs_disagree): the wild runs it caught
+    runs_disagree: list[str] = field(default_factory=list)
     flagged_beside_knob: list[str] = field(default_factory=list)  # non-knob layers flagged in slowed sessions
     knobs: dict[str, dict[str, float]] = field(default_factory=dict)  # slowed session -> {layer: fraction}
     sensitivity: dict[str, list[bool]] = field(default_factory=dict)  # fraction -> caught per trial
@@ -192,8 +195,10 @@ def judge_identical(c: Campaign, q: ModelQuality, before: pd.DataFrame, i: int, 
     q.comparisons_flagged += bool(j.regressions)
     flags = [f"{r.build} {r.layer} {r.change.effect:+.1%}" for r in j.regressions]
     q.flagged += flags
-    print(f"  identical code {i + 1}/{n}: {len(j.judged)} series, flagged: {', '.join(flags) or 'none'}",
-          flush=True)
+    dismissed = [f"{r.build} {r.layer} {r.change.effect:+.1%}" for r in j.runs_disagree]
+    q.runs_disagree += dismissed
+    print(f"  identical code {i + 1}/{n}: {len(j.judged)} series, flagged: {', '.join(flags) or 'none'}"
+          + (f"; runs disagreed on: {', '.join(dismissed)}" if dismissed else ""), flush=True)
     c.keep(current)
     return current
 
@@ -307,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         smallest = q.smallest_caught()
         print(f"{model}: false alarms in {q.comparisons_flagged}/{q.comparisons} comparisons "
               f"({q.first_session_flagged} flagged and {q.first_session_suspect} suspect before confirmation; "
-              f"{q.confirmations} sessions measured again; {q.not_judged} sessions not judged as busy) "
+              f"{q.confirmations} sessions measured again; {len(q.runs_disagree)} series dismissed as their runs "
+              f"disagreed; {q.not_judged} sessions not judged as busy) "
               f"({q.series_flagged}/{q.series_judged} series; {len(q.flagged_beside_knob)} non-knob series "
               f"flagged in slowed sessions); smallest one-layer slowdown caught "
               f">= {CAUGHT:.0%}: {f'+{smallest:.0%}' if smallest is not None else 'none of those tried'}; "

@@ -17,6 +17,7 @@ from tests.test_farm import farm  # noqa: F401
 pytest.importorskip("tvm")
 
 TRIALS = 2  # per workload: for the hybrid, `tvm` and one NNPACK candidate
+TUNED = ["enc1.conv2", "mid.conv2"]  # --layers: two workloads of unet-tiny's 11 (each takes ~8 s on the board)
 
 
 def board_servers(board: EmulatedBoard) -> list[str]:
@@ -35,6 +36,7 @@ def board_servers(board: EmulatedBoard) -> list[str]:
 
 def test_tune_on_the_board_then_the_build_applies_it(pi5_board: EmulatedBoard, tmp_path):  # noqa: F811
     from harness.builds.tvm_common import target_dict
+    from harness.builds.tvm_pure import is_untuned
     from harness.deploy.ssh_run import run_over_ssh
     from harness.devices import load_devices
     from harness.model import get_model
@@ -45,13 +47,15 @@ def test_tune_on_the_board_then_the_build_applies_it(pi5_board: EmulatedBoard, t
     name, tuning = pi5_board.name, tmp_path / "tuning"
     device = load_devices(pi5_board.devices_file).get(name)
     done = cli("tune", "--devices-file", str(pi5_board.devices_file), "--device", name, "--model", "unet-tiny",
-               "--builds", "tvm-nnpack", "--trials", str(TRIALS), "--tuning-dir", str(tuning), timeout=1800)
+               "--builds", "tvm-nnpack", "--trials", str(TRIALS), "--layers", ",".join(TUNED),
+               "--tuning-dir", str(tuning), timeout=1800)
     assert done.returncode == 0, done.stderr
     assert f"timing candidates on {name} over SSH" in done.stdout
     assert board_servers(pi5_board) == []  # stopped at the end, not left for its `timeout`
 
     table = get_model("unet-tiny")
-    workloads = {layer.workload_key() for layer in unique_conv_layers(table)}
+    workloads = {table[layer_id].workload_key() for layer_id in TUNED}
+    assert len(workloads) == len(TUNED) < len(unique_conv_layers(table))
     planned = len(workloads) * TRIALS
     assert done.stdout.count(f"{planned}/{planned}") >= 2  # the progress bars, one per database
     # filed under the board's CPU: tuning/<device>/cortex-a76-neon-fp16/
@@ -78,7 +82,10 @@ def test_tune_on_the_board_then_the_build_applies_it(pi5_board: EmulatedBoard, t
     assert {t["kind"]: t["source"] for t in build["tuning"]} == {"tvm-conv2d": "own", "tvm-nnpack": "own"}
     impls = {layer["id"]: layer["impl"] for layer in build["layers"]}
     for layer in table.convs:
-        assert impls[layer.id] == choices.best_params(layer.workload_key())["impl"]  # never "tvm:untuned"
+        if layer.workload_key() in workloads:
+            assert impls[layer.id] == choices.best_params(layer.workload_key())["impl"]  # never "tvm:untuned"
+        else:  # --layers left it alone
+            assert is_untuned(impls[layer.id]), (layer.id, impls[layer.id])
 
 
 def test_unreachable_device_is_one_clear_line(tmp_path):
@@ -93,6 +100,17 @@ def test_unreachable_device_is_one_clear_line(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("harness: error: device 'gone': cannot connect"), done.stderr
     assert "Traceback" not in done.stderr
+    assert not (tmp_path / "tuning").exists()
+
+
+@pytest.mark.parametrize("layers, says", [("enc0.pool", "'enc0.pool' is not a conv layer of unet-tiny"),
+                                          ("enc9.conv1", "'enc9.conv1' is no layer of unet-tiny")])
+def test_layers_that_are_not_convs_are_one_clear_line(layers, says, tmp_path):
+    done = cli("tune", "--model", "unet-tiny", "--builds", "tvm", "--trials", "1", "--layers", f"enc1.conv2,{layers}",
+               "--tuning-dir", str(tmp_path / "tuning"), timeout=120)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0] and "its conv layers: enc0.conv1, " in lines[0], done.stderr
     assert not (tmp_path / "tuning").exists()
 
 

@@ -47,6 +47,12 @@ class Judgement:
         return [j for j in self.judged if j.change.verdict == "slower"]
 
     @property
+    def runs_disagree(self) -> list[Judged]:
+        """Past the threshold and the noise band, but not flagged: an interleaved session's runs
+        did not agree on it (verdict.runs_disagree)."""
+        return [j for j in self.judged if j.change.runs_disagree]
+
+    @property
     def suspects(self) -> list[Judged]:
         """Series worth measuring again before the verdict is final: flagged, or slower by the
         threshold at p < alpha as a series judged alone would be (alpha not split over the
@@ -278,7 +284,7 @@ def judge_frames(a_label: str, a: pd.DataFrame, b_label: str, b: pd.DataFrame,
         pool = (level_segment(before[key], past.get(key, []), noise, threshold, series_alpha)
                 if pool_baseline and not (same_session or interleaved) else [before[key]])
         change = judge(np.concatenate(pool), after[key], noise, threshold, series_alpha,
-                       same_session or interleaved, sessions=(len(pool), after_sessions))
+                       same_session or interleaved, sessions=(len(pool), after_sessions), interleaved=interleaved)
         # what is shown is what was measured: the raw geometric means of the two sides' run medians
         change = replace(change, before_ms=geometric_mean(raw_before[key]), after_ms=geometric_mean(raw_after[key]))
         judged.append(Judged(*key, change, noise, len(pool)))
@@ -310,7 +316,10 @@ def confirmed_by(first: Judgement, second: Judgement) -> Judgement:
     return replace(first, judged=judged, confirmed=len(again))
 
 
-def moved_summary(judgement: Judgement) -> str:
+def judged_summary(judged: Sequence[Judged]) -> str:
     """'torch enc1.conv2 +110.3% (slower), ...' or 'none'."""
-    return ", ".join(f"{j.build} {j.layer} {j.change.effect:+.1%} ({j.change.verdict})"
-                     for j in judgement.moved) or "none"
+    return ", ".join(f"{j.build} {j.layer} {j.change.effect:+.1%} ({j.change.verdict})" for j in judged) or "none"
+
+
+def moved_summary(judgement: Judgement) -> str:
+    return judged_summary(judgement.moved)

@@ -29,7 +29,8 @@ from harness.history import Regression, load_history
 from harness.commits import worktree
 from harness.history.ancestry import nearest_measured_ancestor
 from harness.history.command import print_regressions
-from harness.history.judging import Judgement, confirmed_by, judge_frames, machines, moved_summary, suspect_keys
+from harness.history.judging import (Judgement, confirmed_by, judge_frames, judged_summary, machines, moved_summary,
+                                     suspect_keys)
 from harness.nightly import asvtool, suite
 from harness.results.document import git, git_commit
 
@@ -140,6 +141,9 @@ def confirm(args: argparse.Namespace, device: str, model: str, previous: str, he
     notes.append(f"confirmation: {flagged} series flagged and {len(suspects)} suspect after one session of "
                  f"{head[:12]}; {head[:12]} measured again beside {previous[:12]}, judging the suspects alone, "
                  f"flags {len(judgement.regressions)}")
+    if second.runs_disagree:
+        notes.append("not flagged, though past the threshold and the noise band, because the interleaved runs do "
+                     f"not agree on it (one wild run): {judged_summary(second.runs_disagree)}")
     return history, judgement, notes
 
 

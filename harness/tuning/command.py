@@ -66,12 +66,14 @@ def kinds_for(builds: list[str]) -> list[str]:
 
 def tune(device: Device, table: LayerTable, builds: list[str], budget: Budget, console: Console,
          root: Path = TUNING_DIR, restart: bool = False,
-         candidate_timeout_s: float | None = None) -> list[TuningDatabase]:
+         candidate_timeout_s: float | None = None, layers: list[str] | None = None) -> list[TuningDatabase]:
     """Tune what `builds` need for `table` on `device`. restart forgets this model's earlier
-    measurements first (after a compiler upgrade, or to re-measure on a quiet machine)."""
+    measurements first (after a compiler upgrade, or to re-measure on a quiet machine).
+    layers: only these conv layers' workloads (a layer that was just changed), not the model's all."""
     from harness.builds import get_build  # noqa: PLC0415
 
     kinds = kinds_for(builds)  # bad input fails before connecting to anything
+    workloads = workloads_of(table, layers) if layers else None
     for build in builds:
         reason = get_build(build).unsupported(table)
         if reason:
@@ -81,7 +83,18 @@ def tune(device: Device, table: LayerTable, builds: list[str], budget: Budget, c
     key = cpu_key(device)  # a device whose cpu cannot name a folder fails here, before connecting
     console.print(f"tuning for CPU {key.name}: databases in {root / device.name / key.name}", highlight=False)
     with timer_for(device, console, candidate_timeout_s, nnpack="tvm-nnpack" in kinds) as timer:
-        return list(_tune_kinds(device, table, kinds, budget, console, root, restart, timer))
+        return list(_tune_kinds(device, table, kinds, budget, console, root, restart, timer, workloads))
+
+
+def workloads_of(table: LayerTable, layers: list[str]) -> set[str]:
+    """The conv workloads of these layer ids; an id that is not a conv of the table is a UserError."""
+    convs = {layer.id: layer for layer in table.convs}
+    for layer_id in layers:
+        if layer_id not in convs:
+            what = "is not a conv layer" if layer_id in table.ids else "is no layer"
+            raise UserError(f"--layers: {layer_id!r} {what} of {table.config.name} "
+                            f"(its conv layers: {', '.join(convs)})")
+    return {convs[layer_id].workload_key() for layer_id in layers}
 
 
 @contextlib.contextmanager
@@ -101,12 +114,14 @@ def timer_for(device: Device, console: Console, candidate_timeout_s: float | Non
 
 
 def _tune_kinds(device: Device, table: LayerTable, kinds: list[str], budget: Budget, console: Console,
-                root: Path, restart: bool, timer: KernelTimer) -> Iterator[TuningDatabase]:
+                root: Path, restart: bool, timer: KernelTimer,
+                workloads: set[str] | None = None) -> Iterator[TuningDatabase]:
     from harness.builds.tvm_common import target_dict  # noqa: PLC0415
 
     for kind in kinds:
         db = database_to_extend(device, kind, target_dict(device), root, console)
-        tasks = task_factory(kind)(table, device, db, root, timer)
+        tasks = [t for t in task_factory(kind)(table, device, db, root, timer)
+                 if workloads is None or t.workload in workloads]
         if restart:
             for task in tasks:
                 db.records.pop(task.workload, None)
