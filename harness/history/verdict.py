@@ -257,7 +257,7 @@ def runs_disagree(before: np.ndarray, after: np.ndarray, slower: bool) -> bool:
     if math.comb(before.size + after.size, before.size) * RANK_ALPHA < 1:
         return False
     p = stats.mannwhitneyu(after, before, alternative="greater" if slower else "less", method="exact").pvalue
-    return bool(p > RANK_ALPHA)
+    return bool(p > RANK_ALPHA * (1 + 1e-9))  # 3 runs a side: exactly 1/20 when all are apart
 
 
 def judge(before: np.ndarray, after: np.ndarray, noise: Noise, threshold: float = 0.05,
