@@ -179,6 +179,11 @@ def stored_sides(where: Path, confirmation: bool) -> dict[str, list[Path]]:
     return {side: [where / name for name in names] for side, names in json.loads((where / SIDES).read_text()).items()}
 
 
+def series_labels(judged) -> list[str]:
+    """'torch dec1.conv0 +15.5%' for each judged series."""
+    return [f"{r.build} {r.layer} {r.change.effect:+.1%}" for r in judged]
+
+
 def judge_identical(c: Campaign, q: ModelQuality, before: pd.DataFrame, i: int, n: int) -> pd.DataFrame:
     """A session of the unchanged code, judged against the one before: any flag is a false alarm.
     It then joins the history, as a nightly's would."""
@@ -193,9 +198,9 @@ def judge_identical(c: Campaign, q: ModelQuality, before: pd.DataFrame, i: int, 
     q.series_judged += len(j.judged)
     q.series_flagged += len(j.regressions)
     q.comparisons_flagged += bool(j.regressions)
-    flags = [f"{r.build} {r.layer} {r.change.effect:+.1%}" for r in j.regressions]
+    flags = series_labels(j.regressions)
     q.flagged += flags
-    dismissed = [f"{r.build} {r.layer} {r.change.effect:+.1%}" for r in j.runs_disagree]
+    dismissed = series_labels(j.runs_disagree)
     q.runs_disagree += dismissed
     print(f"  identical code {i + 1}/{n}: {len(j.judged)} series, flagged: {', '.join(flags) or 'none'}"
           + (f"; runs disagreed on: {', '.join(dismissed)}" if dismissed else ""), flush=True)
