@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -28,6 +28,13 @@ from harness.errors import UserError
 from harness.results.store import RESULTS_DIR, load_result, save_new_result
 
 DEFAULT_RUNS = 3
+# Runs a side of an A/B confirmation (the nightly's second look at a suspect series). Why more
+# than a session's 3: the confirmation decides alone, on a few suspects, and its power is what
+# a slowdown just past the threshold needs - with 3 runs a side a layer whose runs vary by 8-10 %
+# (a memory-bound resize on unet) was missed at +20 % and +40 % (issue 10, campaign 5), and the
+# rank rule (verdict.runs_disagree) needs every run of one side past every run of the other.
+# It measures only the suspects' builds, so 5 runs a side of one build cost less than 3 of two.
+DEFAULT_CONFIRM_RUNS = 5
 # Timed passes per build in a measurement that verdicts judge (nightly, backfill, bisect): the
 # run median of 10 samples carried most of the between-run noise on this project's machines
 # (a layer's samples spread 15-30 %); 20 halves the cost of a wider band for ~10 s a run.
@@ -44,6 +51,16 @@ class RunPlan:
     repeats: int
     runs: int = DEFAULT_RUNS
     devices_file: Path | None = None
+
+
+def confirmation_plan(plan: RunPlan, suspects: Sequence[tuple[str, str]], runs: int) -> RunPlan:
+    """The plan of an A/B confirmation of `suspects` ((build, layer) series): only the builds
+    that have one, in the plan's order, `runs` runs a side. A build's every layer is still
+    measured: the run's common shift is a median over them (judging.run_shifts)."""
+    builds = [b for b in plan.builds if b in {build for build, _ in suspects}]
+    if not builds:
+        raise ValueError("a confirmation needs at least one suspect series of the plan's builds")
+    return replace(plan, builds=builds, runs=runs)
 
 
 def build_orders(builds: list[str], runs: int) -> list[list[str]]:

@@ -16,7 +16,7 @@ from, as nightlies do. The campaign is --comparisons rounds of:
    one build x layer flagged, and flagged series of all series judged.
 2. Sensitivity trials: a session in which one randomly drawn layer per fraction does real
    extra work (the test knob, harness/runner/testknob.py: a busy-wait of that fraction of the
-   layer's median on the first build, inside the layer's timing), judged against the session
+   layer's median on the first build only, inside the layer's timing), judged against the session
    just before it. Layers are judged one by one, so each slowed layer is a single-layer trial.
    Reported per fraction: how often its layer was flagged; the smallest fraction caught in
    >= 95 % of trials; and any layer without a knob that was flagged. A knob session is not
@@ -26,9 +26,16 @@ Both are judged as `harness nightly` judges: against the session before, the bas
 over its level in the history, alpha split over the series, and any suspect series (a flag,
 or p < alpha as a series alone: Judgement.suspects) confirmed by a second session that runs
 the code without the knob and with it interleaved (the nightly's A/B against the ancestor:
-A B B A A B) and judges the suspects alone on it, alpha split over them (--no-confirm: one
-session's verdict as it is). A slowed layer counts as caught only if it was suspect after the
-first session and flagged on the second.
+A B B A A B ..., --confirm-runs runs a side of the suspects' builds only) and judges the
+suspects alone on it, alpha split over them (--no-confirm: one session's verdict as it is).
+A slowed layer counts as caught only if it was suspect after the first session and flagged
+on the second.
+
+Several fractions share a slowed session (one knob each) to keep a campaign within hours, but
+their extra work moves every run's common shift a little (judging.run_shifts), so each knob
+delivers a little less than its fraction (measured: +10 % knobs a median +8.75 % in the A/B
+sessions). A single fraction (`--fractions 0.1`) slows one layer a session: a true one-layer
+trial, as a real regression would be.
 
 `--replay --out DIR` measures nothing: it judges DIR's stored sessions again with today's
 verdict code (the seed draws the same layers from the same medians) into DIR/replayed.json.
@@ -59,7 +66,8 @@ from harness.history.compare import E2E, run_rows  # noqa: E402
 from harness.history.judging import confirmed_by, judge_frames, suspect_keys  # noqa: E402
 from harness.runner.testknob import ENV as KNOB  # noqa: E402
 from harness.history.verdict import MIN_LOOKBACK  # noqa: E402
-from harness.runs import DEFAULT_REPEATS, DEFAULT_RUNS, RunPlan, Side, measure_interleaved, measure_runs  # noqa: E402
+from harness.runs import (DEFAULT_CONFIRM_RUNS, DEFAULT_REPEATS, DEFAULT_RUNS, RunPlan, Side,  # noqa: E402
+                          confirmation_plan, measure_interleaved, measure_runs)
 
 CAUGHT = 0.95
 ROLE = "role.txt"  # in a session's folder: "confirmation" when it re-measured a flagged session
@@ -98,18 +106,22 @@ class Campaign:
     """Sessions of one model, measured in order (or replayed from an earlier campaign's raw
     files: the same draws, judged by today's verdict code), with the history they build up."""
 
-    def __init__(self, plan: RunPlan, out: Path, replay: bool = False, confirm: bool = True, resume: bool = False):
+    def __init__(self, plan: RunPlan, out: Path, replay: bool = False, confirm: bool = True, resume: bool = False,
+                 confirm_runs: int = DEFAULT_CONFIRM_RUNS):
         self.plan, self.out, self.history, self.replay, self.confirm = plan, out, pd.DataFrame(), replay, confirm
+        self.confirm_runs = confirm_runs  # runs a side of a confirmation, as `harness nightly --confirm-runs`
         self.resume = resume  # replay what is stored, then measure the sessions that are not
         self.count = 0
         self.confirmations = 0  # sessions measured again
 
-    def session(self, knob: str | None = None, confirmation: bool = False):
-        """The next session's rows; for a confirmation, (base rows, head rows): the code without
-        the knob and with it, runs interleaved (the nightly's A/B, harness.runs.measure_interleaved).
+    def session(self, knob: str | None = None, suspects: list | None = None):
+        """The next session's rows; for a confirmation of `suspects`, (base rows, head rows): the
+        code without the knob and with it, runs interleaved, of the suspects' builds only (the
+        nightly's A/B, harness.runs.confirmation_plan and measure_interleaved).
         A confirmation is marked as one in its folder, with which files are which side, so that
         a replay finds it where it was measured (and skips one its verdict no longer asks for).
         None: a replayed confirmation that was never measured."""
+        confirmation = suspects is not None
         self.count += 1
         where = self.out / f"session{self.count:03d}"
         if self.replay and self.resume and not where.exists():
@@ -122,8 +134,9 @@ class Campaign:
                 return None
             sides = stored_sides(where, confirmation)
         elif confirmation:
-            base, head = measure_interleaved(self.plan, [Side(extra_env={KNOB: ""}),
-                                                         Side(extra_env={KNOB: knob or ""})], results_dir=where)
+            plan = confirmation_plan(self.plan, suspects, self.confirm_runs)
+            base, head = measure_interleaved(plan, [Side(extra_env={KNOB: ""}), Side(extra_env={KNOB: knob or ""})],
+                                             results_dir=where)
             (where / ROLE).write_text("confirmation\n")
             (where / SIDES).write_text(json.dumps({"base": [str(p.relative_to(where)) for p in base],
                                                    "head": [str(p.relative_to(where)) for p in head]}))
@@ -144,7 +157,7 @@ class Campaign:
         first = j = self.judge(before, current)
         pair = None
         if first.suspects and self.confirm:
-            pair = self.session(knob, confirmation=True)
+            pair = self.session(knob, suspects=suspect_keys(first))
             if pair is not None:
                 base, extra = pair
                 pair = base.assign(commit=before["commit"].iloc[0]), extra.assign(commit=current["commit"].iloc[0])
@@ -216,12 +229,13 @@ def layer_medians(rows: pd.DataFrame, build: str) -> dict[str, float]:
 def single_layer_caught(c: Campaign, first, pair: tuple[pd.DataFrame, pd.DataFrame] | None,
                         key: tuple[str, str], knobs: dict[str, float]) -> bool:
     """Would a nightly with only key's layer slowed have flagged it? Its first session's
-    suspects would be that layer's series and the chance ones of layers without a knob (the
-    other knobs' layers, and the end-to-end rows they move, are not there); the second
+    suspects would be that series and the chance ones of series without a knob (the other
+    knobs' layers of key's build, and its end-to-end row they move, are not there); the second
     session judges just those, alpha split over them, as harness nightly does. Several knobs
     share a session to keep the campaign within hours; this keeps each one a single-layer
     trial, confirmation included."""
-    suspects = [k for k in suspect_keys(first) if k[1] == key[1] or (k[1] not in knobs and k[1] != E2E)]
+    slowed = {(key[0], layer) for layer in [*knobs, E2E]}  # the knobs' build runs every knob's wait
+    suspects = [k for k in suspect_keys(first) if k == key or k not in slowed]
     if key not in suspects:
         return False
     if pair is None:  # --no-confirm (or a replayed campaign that stored no confirmation)
@@ -240,7 +254,7 @@ def judge_slowed(c: Campaign, q: ModelQuality, before: pd.DataFrame, fractions: 
     build = q.builds[0]
     medians = layer_medians(before, build)
     chosen = dict(zip(rng.sample(sorted(medians), len(fractions)), fractions))
-    knob = ",".join(f"{layer}={medians[layer] * f:.6f}" for layer, f in chosen.items())
+    knob = ",".join(f"{build}/{layer}={medians[layer] * f:.6f}" for layer, f in chosen.items())
     name = f"session{c.count + 1:03d}"
     _, j, first, pair = c.judged(before, knob)
     if j.machine_note:
@@ -252,9 +266,9 @@ def judge_slowed(c: Campaign, q: ModelQuality, before: pd.DataFrame, fractions: 
     caught = {layer for layer in chosen if single_layer_caught(c, first, pair, (build, layer), chosen)}
     for layer, fraction in chosen.items():
         q.sensitivity.setdefault(str(fraction), []).append(layer in caught)
-    # every build runs the knob's wait, so only layers without one can be false flags here
+    # only the first build runs the knob's wait; a layer with a knob is judged on that build alone
     # (the end-to-end row contains the slowed layers: its flag is a true one)
-    others = sorted(f"{b} {layer}" for b, layer in flagged if layer not in chosen and layer != E2E)
+    others = sorted(f"{b} {layer}" for b, layer in flagged if b != build or layer not in [*chosen, E2E])
     q.flagged_beside_knob += others
     print("  slowed " + ", ".join(f"{layer} +{f:.0%} {'caught' if layer in caught else 'MISSED'}"
                                   for layer, f in chosen.items())
@@ -292,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="where the sessions and summary go (default: a new temp dir)")
     ap.add_argument("--no-confirm", action="store_true", help="judge flags from one session as they are")
+    ap.add_argument("--confirm-runs", type=int, default=DEFAULT_CONFIRM_RUNS,
+                    help=f"runs a side of a confirmation, of the suspects' builds (default {DEFAULT_CONFIRM_RUNS}, "
+                         "as harness nightly)")
     ap.add_argument("--replay", action="store_true",
                     help="measure nothing: judge the sessions stored under --out again, with the same "
                          "options and seed (after a change of the verdict code)")
@@ -310,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
               f"one layer each by {', '.join(f'+{f:.0%}' for f in fractions)} ({args.runs} runs a session)",
               flush=True)
         plan = RunPlan(args.device, model, builds, args.warmup, args.repeats, args.runs)
-        session_maker = Campaign(plan, out / model, args.replay or args.resume, not args.no_confirm, args.resume)
+        session_maker = Campaign(plan, out / model, args.replay or args.resume, not args.no_confirm, args.resume,
+                                 args.confirm_runs)
         q = ModelQuality(model, builds)
         campaign(session_maker, q, args.comparisons, fractions, args.seed, args.history)
         q.confirmations = session_maker.confirmations

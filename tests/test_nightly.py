@@ -35,6 +35,7 @@ def judge_busy_runs_too():
 SLOW = "enc1.conv2"
 SUITE = ["--model", "unet-tiny", "--builds", "torch", "--repeats", "10", "--warmup", "1"]
 RUNS = 2
+CONFIRM_RUNS = 3  # a confirmation's runs a side (--confirm-runs): not RUNS, so the counts below tell them apart
 # Far looser than the defaults (5 %): only the 20 ms step must clear them, never noise.
 # With other jobs loading the 2 cores (load average 8 seen), untouched layers moved up to 3x
 # between runs; the knob moves its layer ~200x.
@@ -132,7 +133,7 @@ def scratch(tmp_path_factory):
     text = devices.read_text()
     assert "    cores: auto\n" in text
     devices.write_text(text.replace("    cores: auto\n", "    cores: 1\n", 1))
-    nightly = ["nightly", *SUITE, *LOOSE, "--runs", str(RUNS)]
+    nightly = ["nightly", *SUITE, *LOOSE, "--runs", str(RUNS), "--confirm-runs", str(CONFIRM_RUNS)]
     s.commit("c1: as the checkout is")
     s.first = s.harness(*nightly, "--no-report")
     s.rerun = s.harness("run", *SUITE)
@@ -203,10 +204,11 @@ def test_each_nightly_stored_its_runs_under_its_commit(scratch):
     # once more; c2's nightly measures c1 and c2 again only if a series was suspect by chance
     # (the screen is wide on purpose)
     again = "interleaved, to confirm" in scratch.same.stdout
-    assert sorted(commits) == sorted([c1] * (RUNS * (1 + again) + 1) + [c2] * RUNS * (2 + again) + [c3]
-                                     + [c4] * RUNS * 2)
+    assert sorted(commits) == sorted([c1] * (RUNS + CONFIRM_RUNS * again + 1) + [c2] * (RUNS + CONFIRM_RUNS * (1 + again))
+                                     + [c3] + [c4] * (RUNS + CONFIRM_RUNS))
     groups = [json.loads(p.read_text()).get("run_group") for p in scratch.runs() if p != scratch.foreign]
-    assert sorted(g["index"] for g in groups if g) == sorted(list(range(RUNS)) * (5 + 2 * again))
+    assert sorted(g["index"] for g in groups if g) == sorted(list(range(RUNS)) * 3
+                                                             + list(range(CONFIRM_RUNS)) * (2 + 2 * again))
     # a confirmation's two sides are sessions of their own, each naming the other
     pairs = {g["id"]: g["interleaved_with"] for g in groups if g and "interleaved_with" in g}
     assert len(pairs) == 2 * (1 + again) and all(pairs[other] == [own] for own, (other,) in pairs.items())

@@ -26,7 +26,7 @@ from harness.errors import UserError
 from harness.model import DEFAULT_MODEL, get_model
 from harness.nightly import nightly, suite
 from tests.conftest import REPO, run_cli
-from tests.test_nightly import (LOOSE, RUNS, SLOW, Scratch, _last_line, _slow_the_layer,  # noqa: F401 - autouse
+from tests.test_nightly import (CONFIRM_RUNS, LOOSE, RUNS, SLOW, Scratch, _last_line, _slow_the_layer,  # noqa: F401 - autouse
                                 judge_busy_runs_too)
 
 TWO = ["unet-tiny", "resnet18-small"]  # SLOW (enc1.conv2) is a layer of the first only
@@ -156,7 +156,7 @@ def test_nightly_sets_the_model_list_and_refuses_a_conflicting_older_variable():
 # --- one real nightly of two models -----------------------------------------------------------------
 
 NIGHTLY = ["nightly", "--models", ",".join(TWO), "--builds", "torch", "--repeats", "10", "--warmup", "1",
-           "--runs", str(RUNS), *LOOSE]
+           "--runs", str(RUNS), "--confirm-runs", str(CONFIRM_RUNS), *LOOSE]
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +234,7 @@ def test_each_model_has_its_own_runs_and_only_the_doubted_one_was_measured_again
         runs = _runs_of(scratch, model)
         # a confirmation measures c1 and c2 again, interleaved: one more session of each
         sessions = _sessions(scratch.second, model)
-        expected = [c1] * RUNS * sessions + [c2] * RUNS * sessions
+        expected = [c1, c2] * (RUNS + CONFIRM_RUNS * (sessions - 1))
         assert sorted(doc["harness"]["commit"] for doc in runs) == sorted(expected), model
         groups[model] = {doc["run_group"]["id"] for doc in runs}  # one group per session of a model
         assert len(groups[model]) == 2 * sessions, model

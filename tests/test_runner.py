@@ -6,9 +6,11 @@ from harness.builds.base import Build, BuildContext
 from harness.builds.torch_ref import TorchBuild
 from harness.devices import load_devices
 from harness.model import get_model
+from harness.errors import UserError
 from harness.runner.measure import Settings, measure
 from harness.runner.run import RunRequest, run
 from harness.runner.stats import noise_warning, summarize
+from harness.runner.testknob import ENV as KNOB, slow_layers
 from tests.conftest import REPO
 
 
@@ -49,6 +51,24 @@ def test_measure_does_warmups_then_repeats_and_keeps_raw_samples():
     assert samples.e2e_ns == [1000] * 4
     assert samples.layers_ns == {"a": [1000] * 4, "b": [5] * 4}
     assert len(steps) == 6
+
+
+def test_the_test_knob_slows_a_layer_of_every_build_or_of_the_build_it_names(monkeypatch):
+    """verdict_quality slows one layer of one build (build/layer=ms): the other builds' series
+    of that layer must stay unslowed, or they are knob layers the campaign counts as chance."""
+    monkeypatch.setenv(KNOB, "torch/a=0.01,b=0.02")
+
+    def layer_ns(build):
+        return measure(CountingExe(), np.zeros(1), Settings(warmup=0, repeats=1), clock=FakeClock(),
+                       build=build).layers_ns
+
+    assert layer_ns("torch")["a"][0] > 1000 + 9000 and layer_ns("torch")["b"][0] > 5 + 19000
+    assert layer_ns("tvm")["a"] == [1000] and layer_ns("tvm")["b"][0] > 5 + 19000
+    assert slow_layers("caffe2-nnpack/enc0.conv1=1.5", build="caffe2-nnpack") == {"enc0.conv1": 1.5}
+    assert slow_layers("caffe2-nnpack/enc0.conv1=1.5", build="torch") == {}
+    for bad in ("torch/=1", "a=-1", "a=x", "a"):
+        with pytest.raises(UserError, match=KNOB):
+            slow_layers(bad)
 
 
 def test_settings_are_validated():

@@ -186,6 +186,17 @@ def test_a_suspect_series_is_screened_wide_and_confirmed_strict():
     assert two_stage > one_session
 
 
+def test_a_confirmation_measures_the_suspects_builds_only_with_its_own_runs():
+    from harness.runs import RunPlan, confirmation_plan  # noqa: PLC0415
+
+    plan = RunPlan("local", "unet", ["caffe2-nnpack", "torch", "tvm"], warmup=2, repeats=20, runs=3)
+    again = confirmation_plan(plan, [("tvm", "enc0.conv0"), ("caffe2-nnpack", "end-to-end"), ("tvm", "mid.up")], 5)
+    assert again.builds == ["caffe2-nnpack", "tvm"] and again.runs == 5
+    assert (again.model, again.repeats, again.warmup, again.device) == ("unet", 20, 2, "local")
+    with pytest.raises(ValueError):
+        confirmation_plan(plan, [("onnxruntime", "enc0.conv0")], 5)
+
+
 def test_an_interleaved_confirmation_tells_a_moved_machine_from_a_changed_layer():
     """A machine that moved on one layer (+12 %) and stayed moved: HEAD measured again alone
     confirms the false alarm; measured beside its ancestor (A/B, interleaved=True) the move

@@ -28,6 +28,19 @@ def _number(low: float, high: float) -> Callable[[str], float]:
     return parse
 
 
+def whole_number(low: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= low."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {low}, got {value}")
+        return value
+    return parse
+
+
 def add_significance_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=_number(0, math.inf), default=0.05, metavar="F",
                         help="smallest relative change of a median that counts (default 0.05 = 5%%)")

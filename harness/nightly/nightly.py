@@ -131,7 +131,7 @@ def confirm(args: argparse.Namespace, device: str, model: str, previous: str, he
                   f"{previous[:12]} and {head[:12]} again, interleaved, to confirm", highlight=False)
     config = suite.config_from_env({**os.environ, **env})
     with worktree(previous, asvtool.REPO) as base:
-        base_files, head_files = suite.measure_model_against(config, model, base)
+        base_files, head_files = suite.measure_model_against(config, model, base, suspects, args.confirm_runs)
     history = load_history(device, model)
     second = judge_frames(previous[:12], history[history["file"].isin(base_files)], head[:12],
                           history[history["file"].isin(head_files)], history, args.threshold, args.alpha,

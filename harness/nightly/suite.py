@@ -27,13 +27,14 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from harness.builds import build_names, check_build_names
 from harness.devices import load_devices
 from harness.model import DEFAULT_MODEL, get_model, model_names
 from harness.results.store import load_result
-from harness.runs import DEFAULT_REPEATS, DEFAULT_RUNS, RunPlan, Side, measure_interleaved, measure_runs
+from harness.runs import (DEFAULT_REPEATS, DEFAULT_RUNS, RunPlan, Side, confirmation_plan, measure_interleaved,
+                          measure_runs)
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout asv benchmarks
 
@@ -88,10 +89,13 @@ def measure_model(config: SuiteConfig, model: str) -> list[str]:
     return [str(p) for p in measure_runs(model_plan(config, model), REPO)]
 
 
-def measure_model_against(config: SuiteConfig, model: str, base: Path) -> tuple[list[str], list[str]]:
-    """The same runs of `model`, this checkout's interleaved with those of the checkout `base`
-    (the nightly's A/B confirmation: only the model it doubts); (base's files, this one's)."""
-    base_files, head_files = measure_interleaved(model_plan(config, model), [Side(base), Side(REPO)])
+def measure_model_against(config: SuiteConfig, model: str, base: Path, suspects: Sequence[tuple[str, str]],
+                          runs: int) -> tuple[list[str], list[str]]:
+    """`runs` runs of `model`'s builds that have a suspect series, this checkout's interleaved
+    with those of the checkout `base` (the nightly's A/B confirmation: only the model and the
+    builds it doubts, harness.runs.confirmation_plan); (base's files, this one's)."""
+    plan = confirmation_plan(model_plan(config, model), suspects, runs)
+    base_files, head_files = measure_interleaved(plan, [Side(base), Side(REPO)])
     return [str(p) for p in base_files], [str(p) for p in head_files]
 
 

@@ -44,11 +44,11 @@ class Samples:
 
 
 def measure(exe: Executable, x: np.ndarray, settings: Settings, clock: Clock = time.perf_counter_ns,
-            on_step: Callable[[], None] | None = None) -> Samples:
-    """Time `exe` on `x`. on_step is called once per timed or warm-up pass (for progress)."""
+            on_step: Callable[[], None] | None = None, build: str | None = None) -> Samples:
+    """Time `exe` (of `build`) on `x`. on_step is called once per timed or warm-up pass (for progress)."""
     from harness.runner.testknob import with_test_knob  # noqa: PLC0415 - it imports this module
 
-    exe = with_test_knob(exe)  # a no-op unless the regression tests' knob is on
+    exe = with_test_knob(exe, build)  # a no-op unless the regression tests' knob is on
     step = on_step or (lambda: None)
     for _ in range(settings.warmup):
         exe.run(x)

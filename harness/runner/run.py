@@ -119,7 +119,7 @@ def run_build(build: Build, req: RunRequest, weights, x: np.ndarray, ref: np.nda
         done += 1
         progress(build.name, "measure", done, total)
 
-    samples = measure(exe, x, req.settings, on_step=step)
+    samples = measure(exe, x, req.settings, on_step=step, build=build.name)
     peak_dtype = build.peak_dtype(req.device)
     e2e = _ms(samples.e2e_ns)
     record = {

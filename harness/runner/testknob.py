@@ -1,7 +1,8 @@
 """TEST KNOB, for the regression tests only: make chosen layers slower on purpose.
 
-HARNESS_TEST_SLOW_LAYER="enc1.conv2=5.0[,other.layer=ms]" busy-waits that many milliseconds per
-pass for each named layer, in plain (whole-network) and instrumented passes alike, so a commit
+HARNESS_TEST_SLOW_LAYER="enc1.conv2=5.0[,other.layer=ms][,build/layer=ms]" busy-waits that many
+milliseconds per pass for each named layer, of every build or only of the build named before a
+slash, in plain (whole-network) and instrumented passes alike, so a commit
 that turns it on is a real, measurable regression of exactly those layers. COMMITTED is the value
 used when the variable is unset: the tests set it in a commit of a scratch clone, which ties
 the slowdown to that commit the way a real code change would be. Never set either in
@@ -25,18 +26,22 @@ ENV = "HARNESS_TEST_SLOW_LAYER"
 COMMITTED = ""
 
 
-def slow_layers(text: str | None = None) -> dict[str, float]:
-    """{layer id: extra ms per pass} from the knob; {} when it is off."""
+def slow_layers(text: str | None = None, build: str | None = None) -> dict[str, float]:
+    """{layer id: extra ms per pass} of `build` from the knob (an item without a build applies
+    to every build); {} when it is off."""
     text = os.environ.get(ENV, COMMITTED) if text is None else text
     slow: dict[str, float] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
-        layer, sep, ms = item.partition("=")
+        name, sep, ms = item.partition("=")
+        scope, _, layer = name.strip().rpartition("/")
         try:
-            slow[layer.strip()] = float(ms) if sep else float("nan")
+            value = float(ms) if sep else float("nan")
         except ValueError:
-            pass
-        if not sep or not slow[layer.strip()] >= 0:
-            raise UserError(f"{ENV}: expected layer=milliseconds[,layer=milliseconds], got {item!r}")
+            value = float("nan")
+        if not sep or not value >= 0 or not layer:
+            raise UserError(f"{ENV}: expected [build/]layer=milliseconds[,...], got {item!r}")
+        if not scope or scope == build:
+            slow[layer] = value
     return slow
 
 
@@ -70,6 +75,6 @@ class SlowedExecutable:
         return self.exe.impl(layer_id)
 
 
-def with_test_knob(exe: Executable) -> Executable:
-    slow = slow_layers()
+def with_test_knob(exe: Executable, build: str | None = None) -> Executable:
+    slow = slow_layers(build=build)
     return SlowedExecutable(exe, slow) if slow else exe
