@@ -14,6 +14,7 @@ from typing import Callable, NoReturn, Sequence
 from rich.console import Console
 
 from harness.errors import UserError
+from harness.history.command import whole_number
 from harness.report.command import add_arguments as report_arguments
 from harness.terminal import error_line, make_console
 
@@ -27,14 +28,7 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
+_positive_int = whole_number(0)  # whole numbers >= 0: the same parser as harness nightly's options
 
 
 def _positive_float(text: str) -> float:
